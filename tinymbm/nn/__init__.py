@@ -1,0 +1,9 @@
+"""Layers: modules that hold parameters, with PyTorch's names, shapes and initializations."""
+
+from tinymbm.nn import init
+from tinymbm.nn.activation import Flatten, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from tinymbm.nn.container import ModuleList, Sequential
+from tinymbm.nn.linear import Identity, Linear
+from tinymbm.nn.loss import CrossEntropyLoss, MSELoss, NLLLoss
+from tinymbm.nn.module import Module, Parameter
+# Layers added by the convolution, pooling and recurrent modules:
