@@ -7,7 +7,6 @@ import zipfile
 import numpy as np
 import pytest
 
-from tinymbm import serialization
 from tinymbm.serialization import META_KEY, SerializationError, load, save
 from tinymbm.tensor import Tensor
 

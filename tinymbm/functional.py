@@ -191,6 +191,8 @@ class MatMul(Function):
     @staticmethod
     def backward(ctx: Context, g: np.ndarray) -> tuple:
         a, b = ctx.saved_tensors
+        if a.ndim == 1 and b.ndim == 1:
+            return g * b, g * a
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         g2 = g
