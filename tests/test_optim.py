@@ -441,6 +441,8 @@ BAD_HYPERPARAMETER_CASES = [
 ]
 
 
+@pytest.mark.parametrize("cls, kwargs, fragment", BAD_HYPERPARAMETER_CASES,
+                         ids=[f"{c.__name__}-{k}" for c, k, _ in BAD_HYPERPARAMETER_CASES])
 def test_bad_hyperparameter(cls, kwargs, fragment):
     with pytest.raises(ValueError) as error:
         cls([make_param([1.0])], **kwargs)

@@ -8,6 +8,7 @@ import pytest
 import tinymbm.functional as F
 from tinymbm import nn
 from tinymbm import random as tm_random
+from tinymbm.data import DataLoader, TensorDataset
 from tinymbm.optim import SGD, Adam
 from tinymbm.serialization import SerializationError, load, save
 from tinymbm.tensor import Tensor
@@ -56,7 +57,7 @@ class SumOfTwo(nn.Module):
 
 
 def make_data(seed: int = 0, n: int = 48):
-    """Return (x, y): 4 features, 3 classes separable by which of x[:, :3] is largest."""
+    """Return (x, y) with 4 features and 3 classes. The class is the argmax of x[:, :3]."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, 4)).astype(np.float32)
     y = x[:, :3].argmax(axis=1).astype(np.int64)
@@ -277,7 +278,7 @@ def test_resume_other_optimizer(tmp_path):
     write_checkpoint(path)
     model = make_model(0)
 
-    with pytest.raises(ValueError, match="SGD optimizer, but a Adam"):
+    with pytest.raises(ValueError, match="SGD optimizer, but the given optimizer is Adam"):
         restore_checkpoint(path, model, Adam(model.parameters()))
 
 
@@ -398,14 +399,11 @@ def test_cross_entropy_default_loss():
 
 @pytest.mark.parametrize("seed", [None, 3], ids=["engine-rng", "loader-seed"])
 def test_resume_with_data_loader(tmp_path, seed):
-    data = pytest.importorskip("tinymbm.data")
-    if not hasattr(data, "DataLoader"):
-        pytest.skip("tinymbm.data has no DataLoader yet")
     x, y = make_data()
 
     def make_loader():
-        dataset = data.TensorDataset(Tensor(x), Tensor(y))
-        return data.DataLoader(dataset, batch_size=8, shuffle=True, seed=seed)
+        dataset = TensorDataset(Tensor(x), Tensor(y))
+        return DataLoader(dataset, batch_size=8, shuffle=True, seed=seed)
 
     model = make_model(0)
     fit(model, Adam(model.parameters(), lr=0.05), make_loader(), epochs=3, progress=False)
