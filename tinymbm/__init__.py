@@ -31,11 +31,13 @@ from tinymbm.tensor import (
     zeros_like,
 )
 from tinymbm import nn  # noqa: E402  (nn builds on the names above)
+from tinymbm import optim  # noqa: E402
+from tinymbm.serialization import load, save  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "tensor", "zeros", "ones", "full", "arange", "zeros_like", "ones_like", "randn", "rand",
     "stack", "cat", "manual_seed", "no_grad", "enable_grad", "is_grad_enabled", "autograd", "functional",
-    "nn", "float32", "float64", "int64", "bool_",
+    "nn", "optim", "save", "load", "float32", "float64", "int64", "bool_",
 ]

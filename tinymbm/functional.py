@@ -49,9 +49,16 @@ def _operands(name: str, a: Any, b: Any) -> tuple[Any, Any]:
             f"(aligned from the right, each pair of sizes must be equal or contain a 1)"
         ) from None
 
-    a_out = a_array if not isinstance(a, Tensor) else (a if a.data is a_array else Cast.apply(a, a_array.dtype))
-    b_out = b_array if not isinstance(b, Tensor) else (b if b.data is b_array else Cast.apply(b, b_array.dtype))
-    return a_out, b_out
+    return _keep_graph(a, a_array), _keep_graph(b, b_array)
+
+
+def _keep_graph(original: Any, array: np.ndarray) -> Any:
+    """Return the operand to pass on: the tensor itself, a recorded cast of it, or a constant."""
+    if not isinstance(original, Tensor):
+        return array
+    if original.data is array:
+        return original
+    return Cast.apply(original, array.dtype)
 
 
 def _scalar_or_array(value: Any, other: Any) -> np.ndarray:
@@ -849,7 +856,7 @@ class CrossEntropy(Function):
 
 
 class NLLLoss(Function):
-    """loss_n = -x_n,t_n (x holds log-probabilities), then the reduction.
+    """loss_n = -x_n,t_n (x contains log-probabilities), then the reduction.
 
     d loss_n / d x_nc = -[c == t_n].
     """
@@ -1000,3 +1007,359 @@ def linear(input: Any, weight: Any, bias: Any = None) -> Tensor:
 
 
 # ------------------------------------------------------------ recurrent cells
+#
+# Legend: N batch, T time steps, I input size, H hidden size. The four gates
+# are stacked along an axis of size 4H in the order input, forget, cell,
+# output (i, f, g, o), as in PyTorch: weight_ih is (4H, I), weight_hh (4H, H),
+# bias_ih and bias_hh (4H,). The elementwise part of a step runs in the kernels
+# of tinymbm.kernels.lstm; the matrix products run in BLAS.
+
+
+def _lstm_kernels() -> Any:
+    from tinymbm.kernels import lstm as lstm_kernels
+
+    return lstm_kernels.select()
+
+
+class LSTMCell(Function):
+    """One LSTM step: (h', c') from x, (h, c) and the weights.
+
+    Shapes: x (N, I); h, c, h', c' (N, H); weight_ih (4H, I); weight_hh
+    (4H, H); bias_ih, bias_hh (4H,) or None. Forward::
+
+        gates = x @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh     (N, 4H)
+        i = σ(gates[:, 0:H])        f = σ(gates[:, H:2H])
+        g = tanh(gates[:, 2H:3H])   o = σ(gates[:, 3H:4H])
+        c' = f ⊙ c + i ⊙ g
+        h' = o ⊙ tanh(c')
+
+    Backward: the kernel turns (dh', dc') into d_gates (N, 4H) and dc (its
+    docstring gives the formulas), then::
+
+        dx = d_gates @ weight_ih      dweight_ih = d_gatesᵀ @ x
+        dh = d_gates @ weight_hh      dweight_hh = d_gatesᵀ @ h
+        dbias_ih = dbias_hh = Σ_n d_gates[n]
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Context,
+        x: np.ndarray,
+        h: np.ndarray,
+        c: np.ndarray,
+        weight_ih: np.ndarray,
+        weight_hh: np.ndarray,
+        bias_ih: np.ndarray | None,
+        bias_hh: np.ndarray | None,
+        kernels: Any,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        gates = x @ weight_ih.T
+        gates += h @ weight_hh.T
+        if bias_ih is not None:
+            gates += bias_ih
+        if bias_hh is not None:
+            gates += bias_hh
+
+        c = np.ascontiguousarray(c)
+        h_next, c_next, activations, tanh_c_next = kernels.forward(gates, c)
+
+        ctx.save_for_backward(x, h, c, weight_ih, weight_hh, activations, tanh_c_next)
+        ctx.kernels = kernels
+        return h_next, c_next
+
+    @staticmethod
+    def backward(ctx: Context, grad_h_next: np.ndarray, grad_c_next: np.ndarray) -> tuple:
+        x, h, c, weight_ih, weight_hh, activations, tanh_c_next = ctx.saved_tensors
+        needs_x, needs_h, needs_c, needs_w_ih, needs_w_hh, needs_b_ih, needs_b_hh, _ = ctx.needs_input_grad
+
+        grad_gates, grad_c = ctx.kernels.backward(
+            np.ascontiguousarray(grad_h_next), np.ascontiguousarray(grad_c_next), c, activations, tanh_c_next
+        )
+
+        grad_x = grad_gates @ weight_ih if needs_x else None
+        grad_h = grad_gates @ weight_hh if needs_h else None
+        grad_weight_ih = grad_gates.T @ x if needs_w_ih else None
+        grad_weight_hh = grad_gates.T @ h if needs_w_hh else None
+        grad_bias = grad_gates.sum(axis=0)
+        return (
+            grad_x,
+            grad_h,
+            grad_c if needs_c else None,
+            grad_weight_ih,
+            grad_weight_hh,
+            grad_bias if needs_b_ih else None,
+            grad_bias.copy() if needs_b_hh else None,
+            None,
+        )
+
+
+class LSTMLayer(Function):
+    """One LSTM layer run over a whole sequence: T steps of :class:`LSTMCell`.
+
+    Shapes: x (T, N, I); h0, c0, h_n, c_n (N, H); output (T, N, H), where
+    output[t] is the hidden state h_(t+1) after step t and h_n = output[T-1].
+    Forward::
+
+        x_proj = x.reshape(T·N, I) @ weight_ih.T + bias_ih + bias_hh   (one product for all steps)
+        for t = 0 .. T-1:
+            gates_t = x_proj[t] + h_t @ weight_hh.T
+            h_(t+1), c_(t+1) = cell update of gates_t and c_t     (as in LSTMCell)
+
+    Backward through time, from t = T-1 down to 0, carries both recurrent
+    gradients: dh starts as dh_n and dc as dc_n, and each step does::
+
+        d_gates_t, dc = kernel backward of (output_grad[t] + dh, dc)
+        dh = d_gates_t @ weight_hh
+
+    The weight gradients are then one product each over all steps, with D the
+    (T·N, 4H) stack of every d_gates_t::
+
+        dweight_ih = Dᵀ @ x.reshape(T·N, I)     dweight_hh = Dᵀ @ [h_0 .. h_(T-1)]
+        dx = (D @ weight_ih).reshape(T, N, I)   dbias_ih = dbias_hh = Σ rows of D
+
+    The loop is iterative and stores every step's state, so a sequence of
+    thousands of steps needs memory linear in T and no recursion.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Context,
+        x: np.ndarray,
+        h0: np.ndarray,
+        c0: np.ndarray,
+        weight_ih: np.ndarray,
+        weight_hh: np.ndarray,
+        bias_ih: np.ndarray | None,
+        bias_hh: np.ndarray | None,
+        kernels: Any,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        steps, batch, input_size = x.shape
+        hidden = weight_hh.shape[1]
+        dtype = x.dtype
+
+        x_proj = (x.reshape(steps * batch, input_size) @ weight_ih.T).reshape(steps, batch, 4 * hidden)
+        if bias_ih is not None:
+            x_proj += bias_ih
+        if bias_hh is not None:
+            x_proj += bias_hh
+
+        # hs[t] and cs[t] are the state entering step t; hs[T] and cs[T] are h_n and c_n.
+        hs = np.empty((steps + 1, batch, hidden), dtype=dtype)
+        cs = np.empty((steps + 1, batch, hidden), dtype=dtype)
+        activations = np.empty((steps, batch, 4 * hidden), dtype=dtype)
+        tanh_cs = np.empty((steps, batch, hidden), dtype=dtype)
+        hs[0] = h0
+        cs[0] = c0
+
+        weight_hh_t = weight_hh.T
+        for t in range(steps):
+            gates = hs[t] @ weight_hh_t
+            gates += x_proj[t]
+            hs[t + 1], cs[t + 1], activations[t], tanh_cs[t] = kernels.forward(gates, cs[t])
+
+        ctx.save_for_backward(x, weight_ih, weight_hh, hs, cs, activations, tanh_cs)
+        ctx.kernels = kernels
+
+        # Copies, so that writing into an output tensor cannot change what backward reads.
+        return hs[1:].copy(), hs[steps].copy(), cs[steps].copy()
+
+    @staticmethod
+    def backward(ctx: Context, grad_output: np.ndarray, grad_h_n: np.ndarray, grad_c_n: np.ndarray) -> tuple:
+        x, weight_ih, weight_hh, hs, cs, activations, tanh_cs = ctx.saved_tensors
+        needs_x, needs_h0, needs_c0, needs_w_ih, needs_w_hh, needs_b_ih, needs_b_hh, _ = ctx.needs_input_grad
+        steps, batch, input_size = x.shape
+        hidden = weight_hh.shape[1]
+        backward_kernel = ctx.kernels.backward
+
+        grad_gates = np.empty_like(activations)
+        grad_h = np.ascontiguousarray(grad_h_n)
+        grad_c = np.ascontiguousarray(grad_c_n)
+        for t in range(steps - 1, -1, -1):
+            grad_h_total = grad_output[t] + grad_h
+            grad_gates[t], grad_c = backward_kernel(grad_h_total, grad_c, cs[t], activations[t], tanh_cs[t])
+            if t > 0 or needs_h0:
+                grad_h = grad_gates[t] @ weight_hh
+
+        all_grad_gates = grad_gates.reshape(steps * batch, 4 * hidden)
+        grad_x = (all_grad_gates @ weight_ih).reshape(x.shape) if needs_x else None
+        grad_weight_ih = all_grad_gates.T @ x.reshape(steps * batch, input_size) if needs_w_ih else None
+        grad_weight_hh = all_grad_gates.T @ hs[:steps].reshape(steps * batch, hidden) if needs_w_hh else None
+        grad_bias = all_grad_gates.sum(axis=0)
+        return (
+            grad_x,
+            grad_h if needs_h0 else None,
+            grad_c if needs_c0 else None,
+            grad_weight_ih,
+            grad_weight_hh,
+            grad_bias if needs_b_ih else None,
+            grad_bias.copy() if needs_b_hh else None,
+            None,
+        )
+
+
+def _check_floating(name: str, **tensors: Tensor | None) -> None:
+    for label, value in tensors.items():
+        if value is not None and value.dtype.kind != "f":
+            raise DTypeError(
+                f"{name}: {label} must be a floating tensor (float32 or float64), got dtype "
+                f"{value.dtype}; convert it first, e.g. with .float()"
+            )
+
+
+def _lstm_sizes(
+    name: str, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None, bias_hh: Tensor | None
+) -> tuple[int, int]:
+    """Check the weight layouts and return (input_size I, hidden_size H)."""
+    if weight_ih.ndim != 2 or weight_ih.shape[0] % 4 != 0:
+        raise ShapeError(
+            f"{name}: weight_ih must have shape (4*hidden_size, input_size), got shape {weight_ih.shape}"
+        )
+    hidden = weight_ih.shape[0] // 4
+    if weight_hh.shape != (4 * hidden, hidden):
+        raise ShapeError(
+            f"{name}: weight_hh has shape {weight_hh.shape}, expected {(4 * hidden, hidden)} = "
+            f"(4*hidden_size, hidden_size) for weight_ih of shape {weight_ih.shape}"
+        )
+    for label, bias in (("bias_ih", bias_ih), ("bias_hh", bias_hh)):
+        if bias is not None and bias.shape != (4 * hidden,):
+            raise ShapeError(f"{name}: {label} has shape {bias.shape}, expected ({4 * hidden},) = (4*hidden_size,)")
+    return weight_ih.shape[1], hidden
+
+
+def _state_pair(name: str, hx: Any) -> tuple[Tensor, Tensor]:
+    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+        raise TypeError(f"{name}: hx must be a pair (h, c) of tensors or None, got {type(hx).__name__}")
+    return _as_tensor(hx[0]), _as_tensor(hx[1])
+
+
+def _check_state(name: str, label: str, state: Tensor, expected: tuple, meaning: str) -> None:
+    if state.shape != expected:
+        raise ShapeError(f"{name}: {label} has shape {state.shape}, expected {expected} = {meaning}")
+
+
+def _common_dtype(*tensors: Tensor | None) -> list:
+    """Cast floating tensors of mixed dtypes to the widest one, as linear() does."""
+    present = [t for t in tensors if t is not None]
+    dtype = np.result_type(*(t.dtype for t in present))
+    return [None if t is None else cast(t, dtype) for t in tensors]
+
+
+def lstm_cell(
+    x: Any,
+    hx: Any,
+    weight_ih: Any,
+    weight_hh: Any,
+    bias_ih: Any = None,
+    bias_hh: Any = None,
+) -> tuple[Tensor, Tensor]:
+    """Run one LSTM step (the formulas are in :class:`LSTMCell`).
+
+    Args:
+        x: (N, I) input, or (I,) for a single sample.
+        hx: the pair (h, c), each (N, H) (or (H,) for a single sample), or None
+            for zeros.
+        weight_ih: (4H, I), gates stacked i, f, g, o.
+        weight_hh: (4H, H).
+        bias_ih, bias_hh: (4H,) or None.
+
+    Returns:
+        (h', c'), each (N, H), or (H,) for a single sample.
+    """
+    name = "lstm_cell"
+    x = _as_tensor(x)
+    weight_ih, weight_hh = _as_tensor(weight_ih), _as_tensor(weight_hh)
+    bias_ih = None if bias_ih is None else _as_tensor(bias_ih)
+    bias_hh = None if bias_hh is None else _as_tensor(bias_hh)
+    _check_floating(name, input=x, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih, bias_hh=bias_hh)
+    input_size, hidden = _lstm_sizes(name, weight_ih, weight_hh, bias_ih, bias_hh)
+
+    if x.ndim not in (1, 2):
+        raise ShapeError(
+            f"{name}: expected a 2-D input (batch, input_size) or a 1-D input (input_size,), "
+            f"got a {x.ndim}-D input of shape {x.shape}"
+        )
+    if x.shape[-1] != input_size:
+        raise ShapeError(
+            f"{name}: input has {x.shape[-1]} features in its last dimension (input shape {x.shape}) "
+            f"but weight_ih expects input_size={input_size} (weight_ih shape {weight_ih.shape})"
+        )
+    batched = x.ndim == 2
+    state_shape = (x.shape[0], hidden) if batched else (hidden,)
+    meaning = "(batch, hidden_size)" if batched else "(hidden_size,) for a 1-D input"
+
+    if hx is None:
+        h = Tensor(np.zeros(state_shape, dtype=x.dtype))
+        c = Tensor(np.zeros(state_shape, dtype=x.dtype))
+    else:
+        h, c = _state_pair(name, hx)
+        _check_floating(name, h=h, c=c)
+        _check_state(name, "h", h, state_shape, meaning)
+        _check_state(name, "c", c, state_shape, meaning)
+
+    x, h, c, weight_ih, weight_hh, bias_ih, bias_hh = _common_dtype(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh)
+    if not batched:
+        x, h, c = reshape(x, (1, input_size)), reshape(h, (1, hidden)), reshape(c, (1, hidden))
+
+    h_next, c_next = LSTMCell.apply(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, _lstm_kernels())
+
+    if not batched:
+        h_next, c_next = reshape(h_next, (hidden,)), reshape(c_next, (hidden,))
+    return h_next, c_next
+
+
+def lstm_layer(
+    x: Any,
+    hx: Any,
+    weight_ih: Any,
+    weight_hh: Any,
+    bias_ih: Any = None,
+    bias_hh: Any = None,
+) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """Run one LSTM layer over a sequence (the formulas are in :class:`LSTMLayer`).
+
+    Args:
+        x: (T, N, I) input, time first.
+        hx: the pair (h0, c0), each (N, H), or None for zeros.
+        weight_ih: (4H, I), gates stacked i, f, g, o.
+        weight_hh: (4H, H).
+        bias_ih, bias_hh: (4H,) or None.
+
+    Returns:
+        ``output, (h_n, c_n)``: output (T, N, H) holds the hidden state after
+        every step; h_n and c_n (N, H) are the state after the last step.
+    """
+    name = "lstm_layer"
+    x = _as_tensor(x)
+    weight_ih, weight_hh = _as_tensor(weight_ih), _as_tensor(weight_hh)
+    bias_ih = None if bias_ih is None else _as_tensor(bias_ih)
+    bias_hh = None if bias_hh is None else _as_tensor(bias_hh)
+    _check_floating(name, input=x, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih, bias_hh=bias_hh)
+    input_size, hidden = _lstm_sizes(name, weight_ih, weight_hh, bias_ih, bias_hh)
+
+    if x.ndim != 3:
+        raise ShapeError(
+            f"{name}: expected a 3-D input (seq_len, batch, input_size), got a {x.ndim}-D input of shape {x.shape}"
+        )
+    if x.shape[2] != input_size:
+        raise ShapeError(
+            f"{name}: input has {x.shape[2]} features in its last dimension (input shape {x.shape}) "
+            f"but weight_ih expects input_size={input_size} (weight_ih shape {weight_ih.shape})"
+        )
+    if x.shape[0] == 0:
+        raise ShapeError(f"{name}: the input sequence is empty (input shape {x.shape}); expected seq_len >= 1")
+    state_shape = (x.shape[1], hidden)
+
+    if hx is None:
+        h0 = Tensor(np.zeros(state_shape, dtype=x.dtype))
+        c0 = Tensor(np.zeros(state_shape, dtype=x.dtype))
+    else:
+        h0, c0 = _state_pair(name, hx)
+        _check_floating(name, h0=h0, c0=c0)
+        _check_state(name, "h0", h0, state_shape, "(batch, hidden_size)")
+        _check_state(name, "c0", c0, state_shape, "(batch, hidden_size)")
+
+    x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh = _common_dtype(
+        x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh
+    )
+    output, h_n, c_n = LSTMLayer.apply(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, _lstm_kernels())
+    return output, (h_n, c_n)
