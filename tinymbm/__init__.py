@@ -9,9 +9,15 @@ and layouts::
     import tinymbm.functional as F
 """
 
-from tinymbm import autograd, functional
+from tinymbm import (
+    autograd,
+    functional,
+    nn,
+    optim,
+)
 from tinymbm.autograd import enable_grad, is_grad_enabled, no_grad
 from tinymbm.random import manual_seed
+from tinymbm.serialization import load, save
 from tinymbm.tensor import (
     Tensor,
     arange,
@@ -30,14 +36,34 @@ from tinymbm.tensor import (
     zeros,
     zeros_like,
 )
-from tinymbm import nn  # noqa: E402  (nn builds on the names above)
-from tinymbm import optim  # noqa: E402
-from tinymbm.serialization import load, save  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "tensor", "zeros", "ones", "full", "arange", "zeros_like", "ones_like", "randn", "rand",
-    "stack", "cat", "manual_seed", "no_grad", "enable_grad", "is_grad_enabled", "autograd", "functional",
-    "nn", "optim", "save", "load", "float32", "float64", "int64", "bool_",
+    "Tensor",
+    "arange",
+    "autograd",
+    "bool_",
+    "cat",
+    "enable_grad",
+    "float32",
+    "float64",
+    "full",
+    "functional",
+    "int64",
+    "is_grad_enabled",
+    "load",
+    "manual_seed",
+    "nn",
+    "no_grad",
+    "ones",
+    "ones_like",
+    "optim",
+    "rand",
+    "randn",
+    "save",
+    "stack",
+    "tensor",
+    "zeros",
+    "zeros_like",
 ]

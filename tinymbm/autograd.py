@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import traceback
 import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -258,6 +259,7 @@ class BackwardStep:
     grad_outputs: list
     grad_inputs: list
     input_shapes: list = field(default_factory=list)
+    node: Any = field(default=None, repr=False)
 
     @staticmethod
     def _norm(array: np.ndarray | None) -> float | None:
@@ -422,6 +424,7 @@ def backward_steps(
             grad_outputs=grads,
             grad_inputs=sent,
             input_shapes=[None if t is None else t.shape for t in node.inputs],
+            node=node,
         )
         if not retain_graph:
             node.ctx.free()

@@ -14,7 +14,8 @@ arrays) become int64 and cannot require grad.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +110,7 @@ class Tensor:
         self.requires_grad = requires_grad
 
     @classmethod
-    def _from_op(cls, data: np.ndarray, node: autograd.Node | None, index: int) -> "Tensor":
+    def _from_op(cls, data: np.ndarray, node: autograd.Node | None, index: int) -> Tensor:
         tensor = cls.__new__(cls)
         tensor.data = data
         tensor.grad = None
@@ -138,7 +139,7 @@ class Tensor:
             )
         self._requires_grad = bool(flag)
 
-    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         self.requires_grad = requires_grad
         return self
 
@@ -210,7 +211,7 @@ class Tensor:
         """Clear the accumulated gradient (sets ``.grad`` to None)."""
         self.grad = None
 
-    def detach(self) -> "Tensor":
+    def detach(self) -> Tensor:
         """Return a leaf sharing this tensor's data, outside the graph."""
         return Tensor(self.data)
 
@@ -242,20 +243,20 @@ class Tensor:
     def __bool__(self) -> bool:
         return bool(self.item())
 
-    def to(self, dtype: Any) -> "Tensor":
+    def to(self, dtype: Any) -> Tensor:
         """Return this tensor in ``dtype`` (differentiable between floating types)."""
         return F.cast(self, _resolve_dtype(dtype))
 
-    def float(self) -> "Tensor":
+    def float(self) -> Tensor:
         return self.to(float32)
 
-    def double(self) -> "Tensor":
+    def double(self) -> Tensor:
         return self.to(float64)
 
-    def long(self) -> "Tensor":
+    def long(self) -> Tensor:
         return self.to(int64)
 
-    def clone(self) -> "Tensor":
+    def clone(self) -> Tensor:
         return F.clone(self)
 
     def __repr__(self) -> str:
@@ -273,52 +274,52 @@ class Tensor:
 
     # ------------------------------------------------------------ operators
 
-    def __add__(self, other: Any) -> "Tensor":
+    def __add__(self, other: Any) -> Tensor:
         return F.add(self, other)
 
-    def __radd__(self, other: Any) -> "Tensor":
+    def __radd__(self, other: Any) -> Tensor:
         return F.add(other, self)
 
-    def __sub__(self, other: Any) -> "Tensor":
+    def __sub__(self, other: Any) -> Tensor:
         return F.sub(self, other)
 
-    def __rsub__(self, other: Any) -> "Tensor":
+    def __rsub__(self, other: Any) -> Tensor:
         return F.sub(other, self)
 
-    def __mul__(self, other: Any) -> "Tensor":
+    def __mul__(self, other: Any) -> Tensor:
         return F.mul(self, other)
 
-    def __rmul__(self, other: Any) -> "Tensor":
+    def __rmul__(self, other: Any) -> Tensor:
         return F.mul(other, self)
 
-    def __truediv__(self, other: Any) -> "Tensor":
+    def __truediv__(self, other: Any) -> Tensor:
         return F.div(self, other)
 
-    def __rtruediv__(self, other: Any) -> "Tensor":
+    def __rtruediv__(self, other: Any) -> Tensor:
         return F.div(other, self)
 
-    def __pow__(self, other: Any) -> "Tensor":
+    def __pow__(self, other: Any) -> Tensor:
         return F.pow(self, other)
 
-    def __rpow__(self, other: Any) -> "Tensor":
+    def __rpow__(self, other: Any) -> Tensor:
         return F.pow(other, self)
 
-    def __matmul__(self, other: Any) -> "Tensor":
+    def __matmul__(self, other: Any) -> Tensor:
         return F.matmul(self, other)
 
-    def __rmatmul__(self, other: Any) -> "Tensor":
+    def __rmatmul__(self, other: Any) -> Tensor:
         return F.matmul(other, self)
 
-    def __neg__(self) -> "Tensor":
+    def __neg__(self) -> Tensor:
         return F.neg(self)
 
-    def __pos__(self) -> "Tensor":
+    def __pos__(self) -> Tensor:
         return self
 
-    def __abs__(self) -> "Tensor":
+    def __abs__(self) -> Tensor:
         return F.abs(self)
 
-    def __getitem__(self, index: Any) -> "Tensor":
+    def __getitem__(self, index: Any) -> Tensor:
         return F.getitem(self, index)
 
     def __setitem__(self, index: Any, value: Any) -> None:
@@ -330,38 +331,38 @@ class Tensor:
         index = index.data if isinstance(index, Tensor) else index
         self.data[index] = value.data if isinstance(value, Tensor) else value
 
-    def __iter__(self) -> Iterator["Tensor"]:
+    def __iter__(self) -> Iterator[Tensor]:
         for i in range(len(self)):
             yield self[i]
 
     # Comparisons give bool tensors outside the graph, as in PyTorch.
-    def _compare(self, other: Any, op: Callable) -> "Tensor":
+    def _compare(self, other: Any, op: Callable) -> Tensor:
         return Tensor(op(self.data, other.data if isinstance(other, Tensor) else other))
 
-    def __eq__(self, other: Any) -> "Tensor":  # type: ignore[override]
+    def __eq__(self, other: object) -> Tensor:  # type: ignore[override]
         return self._compare(other, np.equal)
 
-    def __ne__(self, other: Any) -> "Tensor":  # type: ignore[override]
+    def __ne__(self, other: object) -> Tensor:  # type: ignore[override]
         return self._compare(other, np.not_equal)
 
-    def __lt__(self, other: Any) -> "Tensor":
+    def __lt__(self, other: Any) -> Tensor:
         return self._compare(other, np.less)
 
-    def __le__(self, other: Any) -> "Tensor":
+    def __le__(self, other: Any) -> Tensor:
         return self._compare(other, np.less_equal)
 
-    def __gt__(self, other: Any) -> "Tensor":
+    def __gt__(self, other: Any) -> Tensor:
         return self._compare(other, np.greater)
 
-    def __ge__(self, other: Any) -> "Tensor":
+    def __ge__(self, other: Any) -> Tensor:
         return self._compare(other, np.greater_equal)
 
     # ----------------------------------------------------------- reductions
 
-    def sum(self, dim: Any = None, keepdim: bool = False, *, axis: Any = None, keepdims: Any = None) -> "Tensor":
+    def sum(self, dim: Any = None, keepdim: bool = False, *, axis: Any = None, keepdims: Any = None) -> Tensor:
         return F.sum(self, _pick(dim, axis), _pick(keepdim, keepdims))
 
-    def mean(self, dim: Any = None, keepdim: bool = False, *, axis: Any = None, keepdims: Any = None) -> "Tensor":
+    def mean(self, dim: Any = None, keepdim: bool = False, *, axis: Any = None, keepdims: Any = None) -> Tensor:
         return F.mean(self, _pick(dim, axis), _pick(keepdim, keepdims))
 
     def max(self, dim: Any = None, keepdim: bool = False, *, axis: Any = None, keepdims: Any = None) -> Any:
@@ -371,13 +372,13 @@ class Tensor:
     def min(self, dim: Any = None, keepdim: bool = False, *, axis: Any = None, keepdims: Any = None) -> Any:
         return F.min(self, _pick(dim, axis), _pick(keepdim, keepdims))
 
-    def argmax(self, dim: int | None = None, keepdim: bool = False) -> "Tensor":
+    def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
         if dim is None:
             return Tensor(np.int64(np.argmax(self.data)))
         indices = np.argmax(self.data, axis=dim)
         return Tensor(np.expand_dims(indices, dim) if keepdim else indices)
 
-    def argmin(self, dim: int | None = None, keepdim: bool = False) -> "Tensor":
+    def argmin(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
         if dim is None:
             return Tensor(np.int64(np.argmin(self.data)))
         indices = np.argmin(self.data, axis=dim)
@@ -385,58 +386,58 @@ class Tensor:
 
     # --------------------------------------------------------------- shapes
 
-    def reshape(self, *shape: Any) -> "Tensor":
+    def reshape(self, *shape: Any) -> Tensor:
         return F.reshape(self, _shape_args(shape))
 
-    def view(self, *shape: Any) -> "Tensor":
+    def view(self, *shape: Any) -> Tensor:
         return F.reshape(self, _shape_args(shape))
 
-    def transpose(self, dim0: int, dim1: int) -> "Tensor":
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
         return F.transpose(self, dim0, dim1)
 
     @property
-    def T(self) -> "Tensor":
+    def T(self) -> Tensor:
         return F.permute(self, tuple(reversed(range(self.ndim))))
 
-    def permute(self, *dims: Any) -> "Tensor":
+    def permute(self, *dims: Any) -> Tensor:
         return F.permute(self, _shape_args(dims))
 
-    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "Tensor":
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
         return F.flatten(self, start_dim, end_dim)
 
-    def squeeze(self, dim: int | None = None) -> "Tensor":
+    def squeeze(self, dim: int | None = None) -> Tensor:
         return F.squeeze(self, dim)
 
-    def unsqueeze(self, dim: int) -> "Tensor":
+    def unsqueeze(self, dim: int) -> Tensor:
         return F.unsqueeze(self, dim)
 
     # ---------------------------------------------------------- elementwise
 
-    def exp(self) -> "Tensor":
+    def exp(self) -> Tensor:
         return F.exp(self)
 
-    def log(self) -> "Tensor":
+    def log(self) -> Tensor:
         return F.log(self)
 
-    def sqrt(self) -> "Tensor":
+    def sqrt(self) -> Tensor:
         return F.sqrt(self)
 
-    def abs(self) -> "Tensor":
+    def abs(self) -> Tensor:
         return F.abs(self)
 
-    def tanh(self) -> "Tensor":
+    def tanh(self) -> Tensor:
         return F.tanh(self)
 
-    def sigmoid(self) -> "Tensor":
+    def sigmoid(self) -> Tensor:
         return F.sigmoid(self)
 
-    def relu(self) -> "Tensor":
+    def relu(self) -> Tensor:
         return F.relu(self)
 
-    def softmax(self, dim: int) -> "Tensor":
+    def softmax(self, dim: int) -> Tensor:
         return F.softmax(self, dim)
 
-    def log_softmax(self, dim: int) -> "Tensor":
+    def log_softmax(self, dim: int) -> Tensor:
         return F.log_softmax(self, dim)
 
 
@@ -511,4 +512,4 @@ def cat(tensors: Any, dim: int = 0) -> Tensor:
 
 
 # Imported last: functional builds on Tensor, and Tensor's methods call into it.
-from tinymbm import functional as F  # noqa: E402
+from tinymbm import functional as F

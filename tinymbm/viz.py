@@ -7,19 +7,20 @@ writes it as PNG. The Agg backend is used when there is no display.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 if not os.environ.get("DISPLAY") and "MPLBACKEND" not in os.environ:
     os.environ["MPLBACKEND"] = "Agg"
 
-import matplotlib  # noqa: E402
+import matplotlib
 
 if not os.environ.get("DISPLAY"):
     matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 
 def _array(value: Any) -> np.ndarray:
@@ -159,5 +160,137 @@ def plot_heatmap(values: Any, xlabel: str, ylabel: str, title: str = "", cmap: s
     image = axes.imshow(_array(values), aspect="auto", cmap=cmap)
     figure.colorbar(image, ax=axes)
     axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    figure.tight_layout()
+    return figure
+
+
+def draw_graph(output: Any, path: Any = None, steps: Sequence[Any] | None = None,
+               names: Mapping[str, Any] | None = None) -> Figure:
+    """Draw the graph that produced ``output`` with matplotlib (no graphviz needed).
+
+    Each op is a box with its name and output shape; each leaf shows its name
+    (from ``names``, e.g. ``dict(model.named_parameters())``) and shape. After
+    backward, a leaf shows the norm of its ``.grad``; an op shows the norm of
+    the gradient that reached it when ``steps`` (the records of
+    ``tm.autograd.backward_steps``) are passed. Saves a PNG when ``path`` is given.
+    """
+    labels = {id(tensor): label for label, tensor in (names or {}).items()}
+    arriving = {}
+    for step in steps or []:
+        if step.node is not None:
+            arriving[id(step.node)] = step.grad_output_norms
+
+    # Breadth-first from the output: depth = ops between a node and the output.
+    boxes: dict[int, dict] = {}
+    edges: list[tuple[int, int]] = []
+    root = output.grad_fn if output.grad_fn is not None else output
+    queue = [(root, 0)]
+    while queue:
+        item, depth = queue.pop(0)
+        key = id(item)
+        if key in boxes:
+            boxes[key]["depth"] = max(boxes[key]["depth"], depth)
+            continue
+        if hasattr(item, "function"):
+            norms = arriving.get(key)
+            text = f"{item.function.__name__}\n{tuple(item.output_shapes[0])}"
+            if norms:
+                text += f"\n|grad| {norms[0]:.3g}"
+            boxes[key] = {"text": text, "depth": depth, "leaf": False}
+            for tensor in item.inputs:
+                if tensor is None:
+                    continue
+                child = tensor.grad_fn if tensor.grad_fn is not None else tensor
+                edges.append((id(child), key))
+                queue.append((child, depth + 1))
+        else:
+            text = f"{labels.get(key, 'leaf')}\n{tuple(item.shape)}"
+            if item.grad is not None:
+                text += f"\n|grad| {float(np.linalg.norm(item.grad)):.3g}"
+            boxes[key] = {"text": text, "depth": depth, "leaf": True,
+                          "requires_grad": item.requires_grad}
+
+    levels: dict[int, list[int]] = {}
+    for key, box in boxes.items():
+        levels.setdefault(box["depth"], []).append(key)
+    depth_count = max(levels) + 1 if levels else 1
+    width = max(len(keys) for keys in levels.values()) if levels else 1
+    figure, axes = plt.subplots(figsize=(max(6, 2.3 * width), max(3, 1.5 * depth_count)))
+    positions = {}
+    for depth, keys in levels.items():
+        for order, key in enumerate(keys):
+            positions[key] = ((order + 1) / (len(keys) + 1), 1 - (depth + 0.5) / depth_count)
+
+    for child, parent in edges:
+        (x0, y0), (x1, y1) = positions[child], positions[parent]
+        axes.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                      arrowprops={"arrowstyle": "->", "color": "0.5", "shrinkA": 18, "shrinkB": 18})
+    for key, box in boxes.items():
+        x, y = positions[key]
+        colour = "#fde9c9" if not box["leaf"] else ("#d3e8d3" if box.get("requires_grad") else "#e8e8e8")
+        axes.text(x, y, box["text"], ha="center", va="center", fontsize=8,
+                  bbox={"boxstyle": "round", "facecolor": colour, "edgecolor": "0.4"})
+    axes.set_axis_off()
+    axes.set_title("computation graph (arrows point from inputs to ops)")
+    if path is not None:
+        from tinymbm.lesson import save_figure
+
+        save_figure(figure, os.path.dirname(str(path)) or ".", os.path.basename(str(path)))
+    return figure
+
+
+def plot_grad_flow(names: Sequence[str], mean: Any, maximum: Any, title: str = "gradient flow") -> Figure:
+    """Mean and maximum |gradient| per layer, over training steps (arrays (steps, layers)).
+
+    Layers whose curves fall by orders of magnitude towards the input are
+    where gradients vanish; a log scale makes that visible.
+    """
+    mean = np.asarray(mean)
+    maximum = np.asarray(maximum)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    for index, name in enumerate(names):
+        left.plot(mean[:, index] + 1e-30, label=name)
+    left.set(yscale="log", xlabel="training step", ylabel="mean |grad|", title=f"{title}: mean per layer")
+    left.legend(fontsize=7)
+    right.bar(range(len(names)), maximum.max(axis=0), alpha=0.4, label="max |grad|")
+    right.bar(range(len(names)), mean.mean(axis=0), alpha=0.8, label="mean |grad|")
+    right.set_xticks(range(len(names)))
+    right.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+    right.set(yscale="log", ylabel="|grad|", title="averaged over steps")
+    right.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def plot_grad_histograms(model: Any, bins: int = 60, title: str = "gradient histograms") -> Figure:
+    """One histogram of gradient values per parameter that has a gradient."""
+    params = [(name, param.grad) for name, param in model.named_parameters() if param.grad is not None]
+    columns = 3
+    rows = max(1, int(np.ceil(len(params) / columns)))
+    figure, axes = plt.subplots(rows, columns, figsize=(12, 2.6 * rows), squeeze=False)
+    for ax, (name, grad) in zip(axes.ravel(), params):
+        ax.hist(np.asarray(grad).ravel(), bins=bins, color="#4c72b0")
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(params):]:
+        ax.axis("off")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_lstm_trace(trace: Mapping[str, Any], title: str = "LSTM over time") -> Figure:
+    """Gate activations (time × units) and the norm of dL/dh_t per step, from ``inspect.lstm_trace``."""
+    gates = trace["gates"]
+    figure, axes = plt.subplots(1, 5, figsize=(18, 3.6))
+    for ax, name in zip(axes, ("input", "forget", "cell", "output")):
+        image = ax.imshow(np.asarray(gates[name]).T, aspect="auto", cmap="viridis",
+                          vmin=-1 if name == "cell" else 0, vmax=1)
+        ax.set(title=f"{name} gate", xlabel="time step t", ylabel="unit")
+        figure.colorbar(image, ax=ax, fraction=0.046)
+    axes[4].semilogy(np.asarray(trace["grad_norms"]) + 1e-30, marker="o", markersize=3)
+    axes[4].set(title="|dL/dh_t|", xlabel="time step t")
+    axes[4].grid(alpha=0.3)
+    figure.suptitle(title)
     figure.tight_layout()
     return figure

@@ -10,7 +10,8 @@ converted to NumPy arrays, load into the same tinymbm model.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -188,7 +189,7 @@ class Module:
 
     # ------------------------------------------------------------ saving
 
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """Return a copy of every parameter and buffer as NumPy arrays, under PyTorch's names."""
         state: OrderedDict[str, np.ndarray] = OrderedDict()
         for name, param in self.named_parameters():
