@@ -167,9 +167,7 @@ def test_spectrogram_log1p_formula():
 
 def test_spectrogram_power_without_log():
     x = tone(440.0, 1000)
-    np.testing.assert_allclose(
-        Spectrogram(power=2.0, log=None)(x), np.abs(stft(x)) ** 2, rtol=1e-5
-    )
+    np.testing.assert_allclose(Spectrogram(power=2.0, log=None)(x), np.abs(stft(x)) ** 2, rtol=1e-5)
 
 
 SILENCE_CASES = [("log", np.log(1e-6)), ("log1p", 0.0), (None, 0.0)]
@@ -189,8 +187,12 @@ def test_spectrogram_trims_long_clip():
 
 @pytest.mark.parametrize(
     "argument, message",
-    [({"log": "db"}, "log must be one of"), ({"eps": 0.0}, "eps must be > 0"),
-     ({"align": "left"}, "align must be one of"), ({"num_frames": 0}, "positive int")],
+    [
+        ({"log": "db"}, "log must be one of"),
+        ({"eps": 0.0}, "eps must be > 0"),
+        ({"align": "left"}, "align must be one of"),
+        ({"num_frames": 0}, "positive int"),
+    ],
 )
 def test_spectrogram_bad_arguments(argument, message):
     with pytest.raises(ValueError, match=message):
