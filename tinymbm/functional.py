@@ -1004,6 +1004,244 @@ def linear(input: Any, weight: Any, bias: Any = None) -> Tensor:
 
 
 # ------------------------------------------------------- convolution and pooling
+#
+# Legend: N batch, C input channels, F output channels, H×W input size, KH×KW
+# kernel or window size, OH×OW output size, (sh, sw) stride, (ph, pw) padding.
+# The loops run in tinymbm.kernels.conv and tinymbm.kernels.pool; each op
+# takes the backend that the kernel module's ``backend`` names ("numba", or
+# "reference" for the plain-loop versions).
+
+
+def _conv_kernels() -> Any:
+    from tinymbm.kernels import conv as conv_kernels
+
+    return conv_kernels.select()
+
+
+def _pool_kernels() -> Any:
+    from tinymbm.kernels import pool as pool_kernels
+
+    return pool_kernels.select()
+
+
+class Conv2d(Function):
+    """y = conv2d(x, w) + b, a cross-correlation with zero padding.
+
+    Shapes: x (N, C, H, W), w (F, C, KH, KW), b (F,), y (N, F, OH, OW) with
+    OH = (H + 2·ph - KH) // sh + 1 and OW = (W + 2·pw - KW) // sw + 1::
+
+        y[n, f, oh, ow] = b[f] + Σ_c Σ_i Σ_j w[f, c, i, j] · x[n, c, oh·sh + i - ph, ow·sw + j - pw]
+
+    where x is 0 outside the image. Backward, with g = dL/dy::
+
+        db[f]          = Σ_n Σ_oh Σ_ow g[n, f, oh, ow]
+        dw[f, c, i, j] = Σ_n Σ_oh Σ_ow g[n, f, oh, ow] · x[n, c, oh·sh + i - ph, ow·sw + j - pw]
+        dx[n, c, h, w_] = Σ g[n, f, oh, ow] · w[f, c, i, j]  over f, i, j and the (oh, ow)
+                          with oh·sh + i - ph = h and ow·sw + j - pw = w_
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Context,
+        x: np.ndarray,
+        weight: np.ndarray,
+        bias: np.ndarray | None,
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        kernels: Any,
+    ) -> np.ndarray:
+        x = np.ascontiguousarray(x)
+        weight = np.ascontiguousarray(weight)
+        bias = None if bias is None else np.ascontiguousarray(bias)
+
+        y = kernels.forward(x, weight, bias, stride, padding)
+
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding, ctx.kernels = stride, padding, kernels
+        return y
+
+    @staticmethod
+    def backward(ctx: Context, g: np.ndarray) -> tuple:
+        x, weight = ctx.saved_tensors
+        needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        g = np.ascontiguousarray(g)
+        kernels, stride, padding = ctx.kernels, ctx.stride, ctx.padding
+
+        dx = kernels.backward_input(g, weight, x.shape, stride, padding) if needs_x else None
+        dweight = kernels.backward_weight(g, x, weight.shape, stride, padding) if needs_weight else None
+        dbias = kernels.backward_bias(g) if needs_bias else None
+        return dx, dweight, dbias, None, None, None
+
+
+class MaxPool2d(Function):
+    """y = the maximum of every KH×KW window of x, windows stepping by the stride.
+
+    Shapes: x (N, C, H, W), y (N, C, OH, OW) with OH = (H + 2·ph - KH) // sh + 1
+    and OW = (W + 2·pw - KW) // sw + 1. Padding never wins a window (as if it
+    were -inf), a tie goes to the first maximum in row-major order, and NaN
+    counts as the maximum (the first NaN wins). Backward: g[n, c, oh, ow] goes
+    whole to the input position that won window (oh, ow); an input that wins
+    several overlapping windows receives their sum.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Context,
+        x: np.ndarray,
+        kernel_size: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        kernels: Any,
+    ) -> np.ndarray:
+        x = np.ascontiguousarray(x)
+
+        y, indices = kernels.forward(x, kernel_size, stride, padding)
+
+        ctx.save_for_backward(indices)
+        ctx.input_shape, ctx.kernels = x.shape, kernels
+        return y
+
+    @staticmethod
+    def backward(ctx: Context, g: np.ndarray) -> tuple:
+        (indices,) = ctx.saved_tensors
+        dx = ctx.kernels.backward(np.ascontiguousarray(g), indices, ctx.input_shape)
+        return dx, None, None, None, None
+
+
+def _pair(name: str, label: str, value: Any) -> tuple[int, int]:
+    """Turn an int or a pair of ints into a pair of Python ints; raise TypeError otherwise."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value), int(value)
+    is_pair = isinstance(value, (tuple, list)) and len(value) == 2
+    if is_pair and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        return int(value[0]), int(value[1])
+    raise TypeError(f"{name}: {label} must be an int or a pair of ints, got {value!r}")
+
+
+def _check_positive(name: str, label: str, pair: tuple[int, int], given: Any) -> None:
+    if pair[0] < 1 or pair[1] < 1:
+        raise ValueError(f"{name}: {label} must be positive, got {given!r}")
+
+
+def _check_padding(name: str, pair: tuple[int, int], given: Any) -> None:
+    if pair[0] < 0 or pair[1] < 0:
+        raise ValueError(f"{name}: padding must be non-negative, got {given!r}")
+
+
+def _check_image_batch(name: str, x: Tensor) -> None:
+    if x.ndim != 4:
+        raise ShapeError(
+            f"{name}: expected a 4-D input (batch, channels, height, width), "
+            f"got a {x.ndim}-D input of shape {x.shape}"
+        )
+
+
+def _check_window_fits(
+    name: str, label: str, x: Tensor, window: tuple[int, int], padding: tuple[int, int]
+) -> None:
+    padded = (x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])
+    if window[0] > padded[0] or window[1] > padded[1]:
+        raise ShapeError(
+            f"{name}: {label} {window} is larger than the padded input {padded} "
+            f"(input height and width {x.shape[2:]} plus padding {padding} on each side)"
+        )
+
+
+def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0) -> Tensor:
+    """Apply a 2-D convolution (cross-correlation) with zero padding, as torch's conv2d does.
+
+    The formulas are in :class:`Conv2d`. A float32 and a float64 operand are
+    both cast to float64 first, as in :func:`linear`.
+
+    Args:
+        input: (N, C, H, W), float32 or float64.
+        weight: (F, C, KH, KW).
+        bias: (F,) or None.
+        stride: int or pair (sh, sw), each at least 1.
+        padding: int or pair (ph, pw) of zeros added on each side, each at least 0.
+
+    Returns:
+        (N, F, OH, OW) with OH = (H + 2·ph - KH) // sh + 1 and OW = (W + 2·pw - KW) // sw + 1.
+
+    Raises:
+        ShapeError: input or weight not 4-D, channel counts that differ, a bias
+            of the wrong shape, or a kernel larger than the padded input.
+        DTypeError: an operand that is not floating.
+        ValueError: a stride below 1 or a negative padding.
+        TypeError: a stride or padding that is not an int or a pair of ints.
+    """
+    name = "conv2d"
+    x = _as_tensor(input)
+    weight = _as_tensor(weight)
+    bias = None if bias is None else _as_tensor(bias)
+    stride_pair = _pair(name, "stride", stride)
+    padding_pair = _pair(name, "padding", padding)
+    _check_positive(name, "stride", stride_pair, stride)
+    _check_padding(name, padding_pair, padding)
+
+    _check_image_batch(name, x)
+    if weight.ndim != 4:
+        raise ShapeError(
+            f"{name}: weight must be 4-D (out_channels, in_channels, kernel_height, kernel_width), "
+            f"got shape {weight.shape}"
+        )
+    if x.shape[1] != weight.shape[1]:
+        raise ShapeError(
+            f"{name}: input has {x.shape[1]} channels but weight expects {weight.shape[1]} "
+            f"(input shape {x.shape}, weight shape {weight.shape})"
+        )
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ShapeError(
+            f"{name}: bias has shape {bias.shape}, expected ({weight.shape[0]},) = (out_channels,) "
+            f"for weight shape {weight.shape}"
+        )
+    _check_floating(name, input=x, weight=weight, bias=bias)
+    _check_window_fits(name, "kernel size", x, weight.shape[2:], padding_pair)
+
+    x, weight, bias = _common_dtype(x, weight, bias)
+    return Conv2d.apply(x, weight, bias, stride_pair, padding_pair, _conv_kernels())
+
+
+def max_pool2d(input: Any, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
+    """Take the maximum over every window, as torch's max_pool2d does (the rules are in :class:`MaxPool2d`).
+
+    Args:
+        input: (N, C, H, W), float32 or float64.
+        kernel_size: int or pair (KH, KW), each at least 1.
+        stride: int or pair (sh, sw), each at least 1; None (the default) means kernel_size.
+        padding: int or pair (ph, pw), each at least 0 and at most half the
+            window size on its axis (PyTorch's rule, which keeps every window
+            partly inside the input).
+
+    Returns:
+        (N, C, OH, OW) with OH = (H + 2·ph - KH) // sh + 1 and OW = (W + 2·pw - KW) // sw + 1.
+
+    Raises:
+        ShapeError: an input that is not 4-D, or a window larger than the padded input.
+        DTypeError: an input that is not floating.
+        ValueError: a kernel_size or stride below 1, or a padding that is
+            negative or more than half the window.
+        TypeError: a size that is not an int or a pair of ints.
+    """
+    name = "max_pool2d"
+    x = _as_tensor(input)
+    kernel_pair = _pair(name, "kernel_size", kernel_size)
+    stride_pair = kernel_pair if stride is None else _pair(name, "stride", stride)
+    padding_pair = _pair(name, "padding", padding)
+    _check_positive(name, "kernel_size", kernel_pair, kernel_size)
+    _check_positive(name, "stride", stride_pair, stride)
+    _check_padding(name, padding_pair, padding)
+    if 2 * padding_pair[0] > kernel_pair[0] or 2 * padding_pair[1] > kernel_pair[1]:
+        raise ValueError(
+            f"{name}: padding {padding_pair} must be at most half of kernel_size {kernel_pair}, "
+            f"so that every window covers part of the input"
+        )
+
+    _check_image_batch(name, x)
+    _check_floating(name, input=x)
+    _check_window_fits(name, "kernel_size", x, kernel_pair, padding_pair)
+
+    return MaxPool2d.apply(x, kernel_pair, stride_pair, padding_pair, _pool_kernels())
 
 
 # ------------------------------------------------------------ recurrent cells
@@ -1155,7 +1393,7 @@ class LSTMLayer(Function):
         for t in range(steps):
             gates = hs[t] @ weight_hh_t
             gates += x_proj[t]
-            hs[t + 1], cs[t + 1], activations[t], tanh_cs[t] = kernels.forward(gates, cs[t])
+            kernels.forward(gates, cs[t], out=(hs[t + 1], cs[t + 1], activations[t], tanh_cs[t]))
 
         ctx.save_for_backward(x, weight_ih, weight_hh, hs, cs, activations, tanh_cs)
         ctx.kernels = kernels
@@ -1176,7 +1414,9 @@ class LSTMLayer(Function):
         grad_c = np.ascontiguousarray(grad_c_n)
         for t in range(steps - 1, -1, -1):
             grad_h_total = grad_output[t] + grad_h
-            grad_gates[t], grad_c = backward_kernel(grad_h_total, grad_c, cs[t], activations[t], tanh_cs[t])
+            _, grad_c = backward_kernel(
+                grad_h_total, grad_c, cs[t], activations[t], tanh_cs[t], out=(grad_gates[t], np.empty_like(grad_c))
+            )
             if t > 0 or needs_h0:
                 grad_h = grad_gates[t] @ weight_hh
 

@@ -7,3 +7,6 @@ from tinymbm.nn.linear import Identity, Linear
 from tinymbm.nn.loss import CrossEntropyLoss, MSELoss, NLLLoss
 from tinymbm.nn.module import Module, Parameter
 # Layers added by the convolution, pooling and recurrent modules:
+from tinymbm.nn.conv import Conv2d
+from tinymbm.nn.pooling import MaxPool2d
+from tinymbm.nn.rnn import LSTM, LSTMCell
