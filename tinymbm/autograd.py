@@ -17,6 +17,7 @@ chain of 100,000 ops is as safe as a chain of three.
 from __future__ import annotations
 
 import contextlib
+import os
 import traceback
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -189,8 +190,10 @@ class Function:
         output = cls.forward(ctx, *arrays, **kwargs)
         outputs = output if isinstance(output, tuple) else (output,)
         outputs = tuple(np.asarray(value) for value in outputs)
+        # Walking the stack is slow, so it happens only in anomaly mode, once per op.
+        site = _creation_site() if _anomaly_enabled else None
         if _anomaly_enabled:
-            _check_finite(outputs, f"Function '{cls.__name__}' returned", "output", _creation_site())
+            _check_finite(outputs, f"Function '{cls.__name__}' returned", "output", site)
 
         node = None
         if _grad_enabled and any(needs_input_grad):
@@ -198,17 +201,23 @@ class Function:
             node = Node(cls, ctx, inputs, len(outputs))
             node.output_shapes = [value.shape for value in outputs]
             node.output_dtypes = [value.dtype for value in outputs]
-            if _anomaly_enabled:
-                node.created_at = _creation_site()
+            node.created_at = site
 
         tensors = tuple(Tensor._from_op(value, node, index) for index, value in enumerate(outputs))
         return tensors if isinstance(output, tuple) else tensors[0]
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 def _creation_site() -> str:
-    """Return 'file:line in function' of the innermost frame outside tinymbm."""
+    """Return 'file:line in function' of the innermost frame outside the tinymbm package.
+
+    The test is on the package's own folder, not on the word "tinymbm" in a
+    path, so a checkout that is itself named tinymbm still reports the user's line.
+    """
     for frame in reversed(traceback.extract_stack()[:-1]):
-        if "/tinymbm/" not in frame.filename.replace("\\", "/"):
+        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR):
             return f"{frame.filename}:{frame.lineno} in {frame.name}"
     return "unknown location"
 
@@ -369,9 +378,12 @@ def backward_steps(
     buffers: dict[int, list] = {id(output.grad_fn): [None] * output.grad_fn.num_outputs}
     buffers[id(output.grad_fn)][output._output_index] = seed
 
-    for step, node in enumerate(_topological_order(output.grad_fn)):
+    step = 0
+    for node in _topological_order(output.grad_fn):
         grads = buffers.pop(id(node), None)
         if grads is None:
+            # Every gradient towards this node was None (e.g. an op that returns
+            # no gradient for that input), so it does no work and gets no step number.
             continue
         if node.ctx._freed:
             raise RuntimeError(_FREED_MESSAGE)
@@ -428,6 +440,7 @@ def backward_steps(
         )
         if not retain_graph:
             node.ctx.free()
+        step += 1
         yield record
 
 

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from tinymbm import functional as F
-from tinymbm.autograd import Node
+from tinymbm.autograd import Node, enable_grad
+from tinymbm.errors import ShapeError
 from tinymbm.tensor import Tensor
 
 
@@ -94,17 +95,20 @@ class GradientFlowRecorder:
 
     Call :meth:`record` once per training step, after ``loss.backward()``
     and before ``optimizer.zero_grad()``. Biases are skipped by default: the
-    weights show the flow more clearly.
+    weights show the flow more clearly. A bias is a parameter whose own name
+    (after the last dot) starts with "bias", so ``fc.bias`` and the LSTM's
+    ``bias_ih_l0`` both count.
     """
 
     def __init__(self, model: Any, include_bias: bool = False) -> None:
         self.names = [name for name, param in model.named_parameters()
-                      if include_bias or not name.endswith("bias")]
+                      if include_bias or not name.rsplit(".", 1)[-1].startswith("bias")]
         self._params = dict(model.named_parameters())
         self.mean: list[list[float]] = []
         self.max: list[list[float]] = []
 
     def record(self) -> None:
+        """Append this step's mean and max |grad| per weight (0 for a weight without a gradient)."""
         means, maxima = [], []
         for name in self.names:
             grad = self._params[name].grad
@@ -144,6 +148,10 @@ def lstm_trace(lstm: Any, x: Any, loss_fn: Callable[[Tensor], Tensor] | None = N
         ``{"gates": {"input"|"forget"|"cell"|"output": (T, H)}, "grad_norms": (T,),
         "hidden": (T, H)}``, gates and hidden states of the first sequence of the batch,
         and the norm of dL/dh_t over the batch for every step t.
+
+    The input is always read batch first, whatever ``lstm.batch_first`` says.
+    The gradients that this backward adds to the LSTM's weights are removed
+    again, so a training loop's ``.grad`` values are left as they were.
     """
     data = np.asarray(x.data if isinstance(x, Tensor) else x)
     if data.ndim == 2:
@@ -151,29 +159,45 @@ def lstm_trace(lstm: Any, x: Any, loss_fn: Callable[[Tensor], Tensor] | None = N
     suffix = "_l0" if hasattr(lstm, "weight_ih_l0") else ""
     weights = [getattr(lstm, f"{name}{suffix}", None) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
     weight_ih, weight_hh, bias_ih, bias_hh = weights
+    if weight_ih is None or weight_hh is None:
+        raise TypeError(
+            f"lstm_trace: expected an nn.LSTM or nn.LSTMCell (with weight_ih_l0 or weight_ih), "
+            f"got {type(lstm).__name__}"
+        )
+    input_size = weight_ih.shape[1]
+    if data.ndim != 3 or data.shape[2] != input_size:
+        raise ShapeError(
+            f"lstm_trace: expected x of shape (T, {input_size}) or (N, T, {input_size}), "
+            f"got {data.shape}"
+        )
+    if data.shape[1] == 0:
+        raise ShapeError(f"lstm_trace: the sequence has no time steps (x shape {data.shape})")
     dtype = weight_ih.dtype
     batch, steps, _ = data.shape
     hidden_size = weight_hh.shape[1]
 
-    h = Tensor(np.zeros((batch, hidden_size), dtype=dtype))
+    # h_0 requires grad so that dL/dh_t exists even when the weights are frozen.
+    h = Tensor(np.zeros((batch, hidden_size), dtype=dtype), requires_grad=True)
     c = Tensor(np.zeros((batch, hidden_size), dtype=dtype))
     hidden_states: list[Tensor] = []
     gates = {name: [] for name in ("input", "forget", "cell", "output")}
-    for t in range(steps):
-        x_t = Tensor(data[:, t].astype(dtype))
-        step_gates = _lstm_gates(x_t.data, h.data, weight_ih.data, weight_hh.data,
-                                 None if bias_ih is None else bias_ih.data,
-                                 None if bias_hh is None else bias_hh.data)
-        for name, value in step_gates.items():
-            gates[name].append(value[0])
-        h, c = F.lstm_cell(x_t, (h, c), weight_ih, weight_hh, bias_ih, bias_hh)
-        h.retain_grad()
-        hidden_states.append(h)
+    # The trace needs the graph even when the caller is inside tm.no_grad().
+    with enable_grad():
+        for t in range(steps):
+            x_t = Tensor(data[:, t].astype(dtype))
+            step_gates = _lstm_gates(x_t.data, h.data, weight_ih.data, weight_hh.data,
+                                     None if bias_ih is None else bias_ih.data,
+                                     None if bias_hh is None else bias_hh.data)
+            for name, value in step_gates.items():
+                gates[name].append(value[0])
+            h, c = F.lstm_cell(x_t, (h, c), weight_ih, weight_hh, bias_ih, bias_hh)
+            h.retain_grad()
+            hidden_states.append(h)
 
-    # Backward would add into the parameters' .grad; keep what a training loop put there.
-    saved_grads = [None if w is None else w.grad for w in weights]
-    loss = loss_fn(h) if loss_fn is not None else h.sum()
-    loss.backward()
+        # Backward would add into the parameters' .grad; keep what a training loop put there.
+        saved_grads = [None if w is None else w.grad for w in weights]
+        loss = loss_fn(h) if loss_fn is not None else h.sum()
+        loss.backward()
     for weight, grad in zip(weights, saved_grads):
         if weight is not None:
             weight.grad = grad

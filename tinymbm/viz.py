@@ -180,35 +180,51 @@ def draw_graph(output: Any, path: Any = None, steps: Sequence[Any] | None = None
         if step.node is not None:
             arriving[id(step.node)] = step.grad_output_norms
 
-    # Breadth-first from the output: depth = ops between a node and the output.
+    # Collect every node and leaf once, and the edges input -> op.
     boxes: dict[int, dict] = {}
     edges: list[tuple[int, int]] = []
     root = output.grad_fn if output.grad_fn is not None else output
-    queue = [(root, 0)]
+    queue = [root]
     while queue:
-        item, depth = queue.pop(0)
+        item = queue.pop(0)
         key = id(item)
         if key in boxes:
-            boxes[key]["depth"] = max(boxes[key]["depth"], depth)
             continue
         if hasattr(item, "function"):
             norms = arriving.get(key)
             text = f"{item.function.__name__}\n{tuple(item.output_shapes[0])}"
             if norms:
                 text += f"\n|grad| {norms[0]:.3g}"
-            boxes[key] = {"text": text, "depth": depth, "leaf": False}
+            boxes[key] = {"text": text, "depth": 0, "leaf": False}
             for tensor in item.inputs:
                 if tensor is None:
                     continue
                 child = tensor.grad_fn if tensor.grad_fn is not None else tensor
                 edges.append((id(child), key))
-                queue.append((child, depth + 1))
+                queue.append(child)
         else:
             text = f"{labels.get(key, 'leaf')}\n{tuple(item.shape)}"
             if item.grad is not None:
                 text += f"\n|grad| {float(np.linalg.norm(item.grad)):.3g}"
-            boxes[key] = {"text": text, "depth": depth, "leaf": True,
+            boxes[key] = {"text": text, "depth": 0, "leaf": True,
                           "requires_grad": item.requires_grad}
+
+    # Depth = the longest path of ops from the output, so that every input sits
+    # below all of its consumers even in a diamond. Consumers are settled first
+    # (Kahn's order over the edges op -> input).
+    consumers_left = {key: 0 for key in boxes}
+    inputs_of: dict[int, list[int]] = {key: [] for key in boxes}
+    for child, parent in edges:
+        consumers_left[child] += 1
+        inputs_of[parent].append(child)
+    ready = [id(root)]
+    while ready:
+        key = ready.pop()
+        for child in inputs_of[key]:
+            boxes[child]["depth"] = max(boxes[child]["depth"], boxes[key]["depth"] + 1)
+            consumers_left[child] -= 1
+            if consumers_left[child] == 0:
+                ready.append(child)
 
     levels: dict[int, list[int]] = {}
     for key, box in boxes.items():
@@ -257,6 +273,11 @@ def plot_grad_flow(names: Sequence[str], mean: Any, maximum: Any, title: str = "
     right.set_xticks(range(len(names)))
     right.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
     right.set(yscale="log", ylabel="|grad|", title="averaged over steps")
+    # Log-scale bars start at the lower y limit. Setting it one decade below the
+    # smallest mean keeps the mean bars from looking like near-zero stubs.
+    averaged = mean.mean(axis=0)
+    if np.any(averaged > 0):
+        right.set_ylim(bottom=averaged[averaged > 0].min() / 10)
     right.legend(fontsize=7)
     figure.tight_layout()
     return figure
@@ -292,5 +313,62 @@ def plot_lstm_trace(trace: Mapping[str, Any], title: str = "LSTM over time") -> 
     axes[4].set(title="|dL/dh_t|", xlabel="time step t")
     axes[4].grid(alpha=0.3)
     figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_lines(x: Any, curves: Mapping[str, Sequence[float]], xlabel: str = "x", ylabel: str = "y",
+               title: str = "", log_x: bool = False, log_y: bool = False) -> Figure:
+    """Several named curves over the same x values, on linear or logarithmic axes.
+
+    ``curves`` maps each curve's label to its y values (one per x value).
+    """
+    figure, axes = plt.subplots(figsize=(6.5, 4))
+    x = _array(x)
+    for label, values in curves.items():
+        axes.plot(x, _array(values), label=label)
+    axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if log_x:
+        axes.set_xscale("log")
+    if log_y:
+        axes.set_yscale("log")
+    axes.grid(alpha=0.3, which="both" if (log_x or log_y) else "major")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def plot_image_row(images: Sequence[Any], titles: Sequence[str], title: str = "", cmap: str = "gray") -> Figure:
+    """2-D arrays of any sizes side by side, each with its title and a colour bar.
+
+    Useful to compare an image with what an op made of it (a pooled map, a gradient mask).
+    """
+    figure, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.2), squeeze=False)
+    for ax, image, caption in zip(axes[0], images, titles):
+        shown = ax.imshow(_array(image), cmap=cmap)
+        figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+        ax.set_title(caption, fontsize=9)
+        ax.axis("off")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_grad_norms_over_time(curves: Mapping[str, Any], title: str = "|dL/dh_t| over time") -> Figure:
+    """Plot |dL/dh_t| against t = 1..T on a log scale, one curve per labelled sequence.
+
+    ``curves`` maps a label (e.g. "T = 50") to the norms of one trace, shape (T,).
+    The sequences may have different lengths T. Zeros (float32 underflow) are
+    drawn at 1e-300 so that the log axis still shows them.
+    """
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for label, norms in curves.items():
+        norms = _array(norms).astype(np.float64)
+        axes.semilogy(np.arange(1, len(norms) + 1), np.maximum(norms, 1e-300), marker=".", markersize=3,
+                      label=label)
+    axes.set(xlabel="time step t", ylabel="|dL/dh_t|", title=title)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=8)
     figure.tight_layout()
     return figure
