@@ -175,9 +175,16 @@ SILENCE_CASES = [("log", np.log(1e-6)), ("log1p", 0.0), (None, 0.0)]
 
 @pytest.mark.parametrize("log, silence", SILENCE_CASES)
 def test_spectrogram_pads_with_silence(log, silence):
-    features = Spectrogram(log=log, num_frames=10)(tone(440.0, 512))
+    features = Spectrogram(log=log, num_frames=10, align="start")(tone(440.0, 512))
     assert features.shape == (10, 129)
     np.testing.assert_allclose(features[3:], silence, rtol=1e-6, err_msg=f"log={log}")
+
+
+def test_spectrogram_default_pads_at_start():
+    x = tone(440.0, 512)
+    features = Spectrogram(num_frames=10)(x)
+    np.testing.assert_allclose(features[:7], np.log(1e-6), rtol=1e-6)
+    np.testing.assert_allclose(features[7:], Spectrogram()(x), rtol=1e-6)
 
 
 def test_spectrogram_trims_long_clip():

@@ -258,6 +258,85 @@ def test_dataset_label_count_mismatch():
         AVMNIST.from_arrays(np.zeros((6, 1, 2, 2)), np.zeros(5), np.zeros((2, 3, 1)), np.zeros(2))
 
 
+# ---------------------------------------------------------------- AVMNIST from files
+
+
+def write_tiny_data(root, rng: np.random.Generator) -> None:
+    """Write a 40/20-image MNIST and 7 takes of each digit by one speaker under ``root``."""
+    import io
+    import wave
+
+    from tinymbm.data.idx import write_idx
+
+    for prefix, count in (("train", 40), ("t10k", 20)):
+        images = rng.integers(0, 256, size=(count, 28, 28)).astype(np.uint8)
+        write_idx(root / "mnist" / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(
+            root / "mnist" / f"{prefix}-labels-idx1-ubyte", (np.arange(count) % 10).astype(np.uint8)
+        )
+
+    recordings = root / "fsdd" / "recordings"
+    recordings.mkdir(parents=True)
+    for digit in range(10):
+        for take in range(7):
+            buffer = io.BytesIO()
+            with wave.open(buffer, "wb") as writer:
+                writer.setnchannels(1)
+                writer.setsampwidth(2)
+                writer.setframerate(8000)
+                writer.writeframes(rng.integers(-2000, 2000, 3000).astype("<i2").tobytes())
+            (recordings / f"{digit}_ann_{take}.wav").write_bytes(buffer.getvalue())
+
+
+@pytest.fixture
+def tiny_root(tmp_path, monkeypatch, rng):
+    monkeypatch.delenv("TINYMBM_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    write_tiny_data(tmp_path / "data", rng)
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize("train, takes", [(True, {5, 6}), (False, {0, 1, 2, 3, 4})])
+def test_files_split_uses_own_takes(tiny_root, train, takes):
+    dataset = AVMNIST(tiny_root, train=train, remove_energy=None)
+    used = {dataset.audio_files[i] for i in np.unique(dataset.audio_index)}
+    assert {int(name[:-4].rsplit("_", 1)[1]) for name in used} <= takes, train
+    assert {int(name[:-4].rsplit("_", 1)[1]) for name in dataset.audio_files} == takes, train
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_files_labels_agree(tiny_root, train):
+    dataset = AVMNIST(tiny_root, train=train, remove_energy=None)
+    np.testing.assert_array_equal(dataset.audio_targets[dataset.audio_index], dataset.targets)
+
+
+def test_files_pca_fit_on_training_images(tiny_root):
+    test_split = AVMNIST(tiny_root, train=False, remove_components=3)
+    train_split = AVMNIST(tiny_root, train=True, remove_components=3)
+    np.testing.assert_allclose(test_split.pca.mean, train_split.pca.mean)
+    np.testing.assert_allclose(test_split.pca.components, train_split.pca.components)
+
+
+def test_files_deterministic_by_seed(tiny_root):
+    first = AVMNIST(tiny_root, train=True, seed=3, remove_energy=None)
+    second = AVMNIST(tiny_root, train=True, seed=3, remove_energy=None)
+    np.testing.assert_array_equal(first.audio_index, second.audio_index)
+
+
+def test_files_audio_normalised(tiny_root):
+    dataset = AVMNIST(tiny_root, train=True, remove_energy=None)
+    frames = dataset.sequences.reshape(-1, dataset.sequences.shape[-1])
+    np.testing.assert_allclose(frames.mean(axis=0), 0.0, atol=1e-4)
+    assert dataset.sequences.shape == (20, 48, 40)
+
+
+def test_files_images_scaled(tiny_root):
+    dataset = AVMNIST(tiny_root, train=False, remove_energy=None)
+    assert dataset.images.shape == (20, 1, 28, 28)
+    assert dataset.images.dtype == np.float32
+    assert dataset.images.max() <= 1.0
+
+
 # ---------------------------------------------------------------- real MNIST + FSDD
 
 

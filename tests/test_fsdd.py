@@ -100,7 +100,7 @@ def test_read_wav_empty_data(tmp_path):
 def test_read_wav_truncated(tmp_path):
     path = write_wav(tmp_path / "a.wav", np.arange(100))
     path.write_bytes(path.read_bytes()[:-60])
-    with pytest.raises(WavFormatError, match="declares 100 frames but the file holds 70"):
+    with pytest.raises(WavFormatError, match="declares 100 frames but the file contains 70"):
         read_wav(path)
 
 
@@ -229,7 +229,7 @@ def test_rejects_non_wav_recording(tmp_path):
 
 def test_missing_split(isolated):
     folder = make_recordings(isolated / "rec", takes=range(5))
-    with pytest.raises(DatasetNotFoundError, match="holds no train recordings"):
+    with pytest.raises(DatasetNotFoundError, match="contains no train recordings"):
         FSDD(folder, train=True)
 
 

@@ -12,7 +12,7 @@ parts, so test accuracy measures new takes of known speakers.
 Samples are read with the standard library's ``wave`` module and scaled to
 float32 in [-1, 1) as x = s / 32768 for the 16-bit integer s.
 
-Where the recordings are looked for, in order (the first folder holding a
+Where the recordings are looked for, in order (the first folder that contains a
 file named like a recording wins):
 
 1. ``root``, when given: ``root/fsdd/recordings``, ``root/recordings``, then
@@ -36,6 +36,7 @@ import logging
 import os
 import re
 import shutil
+import ssl
 import tarfile
 import tempfile
 import urllib.error
@@ -63,7 +64,7 @@ SAMPLE_WIDTH = 2
 """Bytes per sample (16-bit PCM)."""
 
 TEST_TAKES = range(5)
-"""Takes 0-4 of every (digit, speaker) pair form the test set; takes 5-49 the training set."""
+"""Takes 0-4 of every (digit, speaker) pair form the test set, and takes 5-49 the training set."""
 
 RELEASE = "v1.0.10"
 ARCHIVE_URL = (
@@ -110,7 +111,7 @@ def read_wav(path: str | os.PathLike) -> np.ndarray:
 
     Raises:
         WavFormatError: the file is not a WAV file, is truncated (its header
-            declares more frames than the file holds) or has another sample
+            declares more frames than the file contains) or has another sample
             rate, channel count, sample width or compression.
     """
     path = Path(path)
@@ -137,7 +138,7 @@ def read_wav(path: str | os.PathLike) -> np.ndarray:
     if frames_read < declared_frames or len(data) % SAMPLE_WIDTH:
         raise WavFormatError(
             f"{path}: truncated WAV file: the header declares {declared_frames} frames "
-            f"but the file holds {frames_read}"
+            f"but the file contains {frames_read}"
         )
 
     samples = np.frombuffer(data, dtype="<i2")
@@ -152,7 +153,7 @@ def default_cache_dir() -> Path:
     return cache_dir() / "fsdd"
 
 
-def _holds_recordings(folder: Path) -> bool:
+def _contains_recordings(folder: Path) -> bool:
     if not folder.is_dir():
         return False
     return any(FILENAME_PATTERN.match(entry.name) for entry in os.scandir(folder))
@@ -179,9 +180,9 @@ def candidate_folders(root: str | os.PathLike | None = None) -> list[tuple[Path,
 
 
 def find_recordings(root: str | os.PathLike | None = None) -> tuple[Path, str] | None:
-    """Return the first (folder, origin) that holds FSDD recordings, or None."""
+    """Return the first (folder, origin) that contains FSDD recordings, or None."""
     for folder, origin in candidate_folders(root):
-        if _holds_recordings(folder):
+        if _contains_recordings(folder):
             return folder, origin
     return None
 
@@ -193,7 +194,7 @@ def _download_target(root: str | os.PathLike | None) -> Path:
 
 def _not_found_message(root: str | os.PathLike | None, error: DownloadError | None) -> str:
     lines = [
-        "FSDD not found: no folder holds files named '{digit}_{speaker}_{take}.wav'. Looked in:"
+        "FSDD not found: no folder contains files named '{digit}_{speaker}_{take}.wav'. Looked in:"
     ]
     for folder, origin in candidate_folders(root):
         state = "no such folder" if not folder.is_dir() else "no recordings"
@@ -268,6 +269,7 @@ def _fetch(url: str, destination: Path, timeout: float, progress: bool) -> str:
         http.client.HTTPException,
         TimeoutError,
         ConnectionError,
+        ssl.SSLError,
     ) as error:
         raise DownloadError(
             f"FSDD: download of {url} failed: {error}", url, [(url, str(error))]
@@ -343,10 +345,10 @@ def download_recordings(
     each checked against ``checksums``, and the folder is renamed to
     ``recordings/`` only when every listed file is there. The archive is
     deleted afterwards, whether or not that succeeded. A ``recordings/``
-    folder that already holds recordings is returned as it is.
+    folder that already contains recordings is returned as it is.
 
     Args:
-        folder: the folder to hold ``recordings/``. Defaults to :func:`default_cache_dir`.
+        folder: the folder to contain ``recordings/``. Defaults to :func:`default_cache_dir`.
         url: archive address. Defaults to :data:`ARCHIVE_URL`.
         checksums: {file name: SHA-256 hex} of the recordings to expect.
             Defaults to the 3,000 sums of :data:`CHECKSUMS_FILE`.
@@ -362,8 +364,8 @@ def download_recordings(
         DownloadError: the fetch failed or was truncated, or the archive is
             corrupt or incomplete.
         ChecksumError: the archive or one of its recordings has another SHA-256.
-        FileExistsError: ``recordings/`` exists, is not empty and holds no recordings.
-        In every case nothing is left under ``recordings/``.
+        FileExistsError: ``recordings/`` exists, is not empty and contains no recordings.
+        After a DownloadError or ChecksumError no new file is left in ``folder``.
     """
     url = ARCHIVE_URL if url is None else url
     checksums = load_checksums() if checksums is None else checksums
@@ -371,12 +373,12 @@ def download_recordings(
     target = default_cache_dir() if folder is None else Path(folder).expanduser()
     target.mkdir(parents=True, exist_ok=True)
     recordings = target / "recordings"
-    if _holds_recordings(recordings):
+    if _contains_recordings(recordings):
         return recordings
     if recordings.exists() and any(recordings.iterdir()):
         raise FileExistsError(
-            f"FSDD: {recordings} exists and is not empty but holds no recordings; "
-            "remove it or move it away, then download again"
+            f"FSDD: {recordings} is not empty and contains no FSDD recordings. "
+            "Remove it or move it away, then download again."
         )
 
     logger.info("downloading %s to %s", url, target)
@@ -399,6 +401,8 @@ def download_recordings(
 
         extracting = Path(tempfile.mkdtemp(prefix=".recordings-", dir=target))
         _extract_recordings(archive, extracting, checksums)
+        # mkdtemp creates the folder readable by its owner only.
+        extracting.chmod(0o755)
         if recordings.exists() and not any(recordings.iterdir()):
             recordings.rmdir()
         os.replace(extracting, recordings)
@@ -418,12 +422,12 @@ class FSDD(Dataset):
     """The Free Spoken Digit Dataset, one split, loaded into memory.
 
     Args:
-        root: a folder to look in first: a folder of WAV files, or one holding
+        root: a folder to look in first: a folder of WAV files, or one that contains
             ``recordings/`` or ``fsdd/recordings/``. With ``download=True`` the
             recordings are downloaded into ``root/fsdd/recordings``.
         train: the training split (takes 5-49, 2,700 files) if True, else the
             test split (takes 0-4, 300 files).
-        download: fetch and verify the release archive when no folder holds
+        download: fetch and verify the release archive when no folder contains
             recordings.
         transform: applied to each (L,) float32 waveform in ``__getitem__``,
             for example :class:`tinymbm.data.audio.MelSpectrogram`.
@@ -445,7 +449,7 @@ class FSDD(Dataset):
     with ``label`` an int.
 
     Raises:
-        DatasetNotFoundError: no folder holds recordings and no download was
+        DatasetNotFoundError: no folder contains recordings and no download was
             requested, or the download failed. The message lists each folder
             looked in and how to get the data.
         ChecksumError: a downloaded recording has the wrong SHA-256.
@@ -481,7 +485,7 @@ class FSDD(Dataset):
                 entries.append((digit, speaker, take, entry.name))
         if not entries:
             raise DatasetNotFoundError(
-                f"FSDD: {self.folder} holds no {self.split} recordings "
+                f"FSDD: {self.folder} contains no {self.split} recordings "
                 f"(takes {'5-49' if self.train else '0-4'})"
             )
         entries.sort()
