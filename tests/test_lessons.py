@@ -9,13 +9,17 @@ import pytest
 
 LESSONS = sorted((pathlib.Path(__file__).resolve().parents[1] / "lessons").glob("[0-9][0-9]_*.py"))
 QUICK = ["--limit", "500", "--epochs", "1"]
+# Each lesson carries the marker lesson_NN, so `pytest -m lesson_04` runs one lesson's tests.
+LESSON_PARAMS = [
+    pytest.param(path, id=path.stem, marks=getattr(pytest.mark, f"lesson_{path.name[:2]}")) for path in LESSONS
+]
 
 
 def test_lessons_exist():
     assert len(LESSONS) >= 10
 
 
-@pytest.mark.parametrize("lesson", LESSONS, ids=[p.stem for p in LESSONS])
+@pytest.mark.parametrize("lesson", LESSON_PARAMS)
 def test_lesson_quick_mode(lesson, tmp_path):
     env = dict(os.environ, MPLBACKEND="Agg")
     result = subprocess.run(
@@ -28,7 +32,7 @@ def test_lesson_quick_mode(lesson, tmp_path):
     assert list(tmp_path.rglob("*.png")), f"{lesson.name} saved no plot"
 
 
-@pytest.mark.parametrize("lesson", LESSONS, ids=[p.stem for p in LESSONS])
+@pytest.mark.parametrize("lesson", LESSON_PARAMS)
 def test_lesson_help(lesson):
     result = subprocess.run(
         [sys.executable, str(lesson), "--help"], check=False, capture_output=True, text=True, timeout=120
@@ -38,7 +42,7 @@ def test_lesson_help(lesson):
         assert option in result.stdout, f"{lesson.name} --help lacks {option}"
 
 
-@pytest.mark.parametrize("lesson", LESSONS, ids=[p.stem for p in LESSONS])
+@pytest.mark.parametrize("lesson", LESSON_PARAMS)
 def test_lesson_is_bilingual_percent_format(lesson):
     text = lesson.read_text(encoding="utf-8")
     assert "# %% [markdown]" in text

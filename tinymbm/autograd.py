@@ -301,6 +301,7 @@ def _topological_order(root: Node) -> list[Node]:
     Depth-first post-order with an explicit stack (recursion would overflow on
     long chains), then reversed.
     """
+    # BEGIN EXERCISE topological_sort: implement a depth-first post-order with an explicit stack, then reverse it
     order: list[Node] = []
     visited: set[int] = set()
     stack: list[tuple[Node, bool]] = [(root, False)]
@@ -318,6 +319,7 @@ def _topological_order(root: Node) -> list[Node]:
                 stack.append((tensor.grad_fn, False))
     order.reverse()
     return order
+    # END EXERCISE topological_sort
 
 
 def _run_hooks(hooks: list[Callable], grad: np.ndarray) -> np.ndarray:

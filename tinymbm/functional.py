@@ -848,11 +848,13 @@ class CrossEntropy(Function):
 
     @staticmethod
     def backward(ctx: Context, g: np.ndarray) -> tuple:
+        # BEGIN EXERCISE cross_entropy_backward: implement the formula above, scaling row n by _loss_scale(g, ctx.reduction, N)[n]
         log_probs, target = ctx.saved_tensors
         grad = np.exp(log_probs)
         grad[np.arange(grad.shape[0]), target] -= 1
         grad *= _loss_scale(g, ctx.reduction, grad.shape[0]).astype(grad.dtype)[:, None]
         return grad, None, None
+        # END EXERCISE cross_entropy_backward
 
 
 class NLLLoss(Function):
@@ -1250,7 +1252,7 @@ def max_pool2d(input: Any, kernel_size: Any, stride: Any = None, padding: Any = 
 # are stacked along an axis of size 4H in the order input, forget, cell,
 # output (i, f, g, o), as in PyTorch: weight_ih is (4H, I), weight_hh (4H, H),
 # bias_ih and bias_hh (4H,). The elementwise part of a step runs in the kernels
-# of tinymbm.kernels.lstm; the matrix products run in BLAS.
+# of tinymbm.kernels.lstm, and the matrix products run in BLAS.
 
 
 def _lstm_kernels() -> Any:
@@ -1308,10 +1310,14 @@ class LSTMCell(Function):
     @staticmethod
     def backward(ctx: Context, grad_h_next: np.ndarray, grad_c_next: np.ndarray) -> tuple:
         x, h, c, weight_ih, weight_hh, activations, tanh_c_next = ctx.saved_tensors
-        needs_x, needs_h, needs_c, needs_w_ih, needs_w_hh, needs_b_ih, needs_b_hh, _ = ctx.needs_input_grad
+        needs_x, needs_h, needs_c, needs_w_ih, needs_w_hh, needs_b_ih, needs_b_hh, _ = (
+            ctx.needs_input_grad
+        )
 
+        grad_h_next = np.ascontiguousarray(grad_h_next)
+        grad_c_next = np.ascontiguousarray(grad_c_next)
         grad_gates, grad_c = ctx.kernels.backward(
-            np.ascontiguousarray(grad_h_next), np.ascontiguousarray(grad_c_next), c, activations, tanh_c_next
+            grad_h_next, grad_c_next, c, activations, tanh_c_next
         )
 
         grad_x = grad_gates @ weight_ih if needs_x else None
@@ -1344,9 +1350,9 @@ class LSTMLayer(Function):
             h_(t+1), c_(t+1) = cell update of gates_t and c_t     (as in LSTMCell)
 
     Backward through time, from t = T-1 down to 0, carries both recurrent
-    gradients: dh starts as dh_n and dc as dc_n, and each step does::
+    gradients. dh starts as dh_n and dc as dc_n, and each step computes::
 
-        d_gates_t, dc = kernel backward of (output_grad[t] + dh, dc)
+        d_gates_t, dc = kernel backward of (grad_output[t] + dh, dc)
         dh = d_gates_t @ weight_hh
 
     The weight gradients are then one product each over all steps, with D the
@@ -1375,13 +1381,14 @@ class LSTMLayer(Function):
         hidden = weight_hh.shape[1]
         dtype = x.dtype
 
-        x_proj = (x.reshape(steps * batch, input_size) @ weight_ih.T).reshape(steps, batch, 4 * hidden)
+        x_proj = x.reshape(steps * batch, input_size) @ weight_ih.T
+        x_proj = x_proj.reshape(steps, batch, 4 * hidden)
         if bias_ih is not None:
             x_proj += bias_ih
         if bias_hh is not None:
             x_proj += bias_hh
 
-        # hs[t] and cs[t] are the state entering step t; hs[T] and cs[T] are h_n and c_n.
+        # hs[t] and cs[t] are the state entering step t, so hs[T] and cs[T] are h_n and c_n.
         hs = np.empty((steps + 1, batch, hidden), dtype=dtype)
         cs = np.empty((steps + 1, batch, hidden), dtype=dtype)
         activations = np.empty((steps, batch, 4 * hidden), dtype=dtype)
@@ -1390,8 +1397,9 @@ class LSTMLayer(Function):
         cs[0] = c0
 
         weight_hh_t = weight_hh.T
+        gates = np.empty((batch, 4 * hidden), dtype=dtype)
         for t in range(steps):
-            gates = hs[t] @ weight_hh_t
+            np.matmul(hs[t], weight_hh_t, out=gates)
             gates += x_proj[t]
             kernels.forward(gates, cs[t], out=(hs[t + 1], cs[t + 1], activations[t], tanh_cs[t]))
 
@@ -1402,33 +1410,44 @@ class LSTMLayer(Function):
         return hs[1:].copy(), hs[steps].copy(), cs[steps].copy()
 
     @staticmethod
-    def backward(ctx: Context, grad_output: np.ndarray, grad_h_n: np.ndarray, grad_c_n: np.ndarray) -> tuple:
+    def backward(
+        ctx: Context, grad_output: np.ndarray, grad_h_n: np.ndarray, grad_c_n: np.ndarray
+    ) -> tuple:
         x, weight_ih, weight_hh, hs, cs, activations, tanh_cs = ctx.saved_tensors
-        needs_x, needs_h0, needs_c0, needs_w_ih, needs_w_hh, needs_b_ih, needs_b_hh, _ = ctx.needs_input_grad
+        needs_x, needs_h0, needs_c0, needs_w_ih, needs_w_hh, needs_b_ih, needs_b_hh, _ = (
+            ctx.needs_input_grad
+        )
         steps, batch, input_size = x.shape
         hidden = weight_hh.shape[1]
+        dtype = x.dtype
         backward_kernel = ctx.kernels.backward
 
         grad_gates = np.empty_like(activations)
-        grad_h = np.ascontiguousarray(grad_h_n)
-        grad_c = np.ascontiguousarray(grad_c_n)
+        grad_h = np.array(grad_h_n, dtype=dtype)
+        grad_h_total = np.empty_like(grad_h)
+        # Two buffers for dc, because the kernel reads one step's dc and writes the next.
+        grad_c, grad_c_next = np.empty_like(grad_h), np.array(grad_c_n, dtype=dtype)
         for t in range(steps - 1, -1, -1):
-            grad_h_total = grad_output[t] + grad_h
-            _, grad_c = backward_kernel(
-                grad_h_total, grad_c, cs[t], activations[t], tanh_cs[t], out=(grad_gates[t], np.empty_like(grad_c))
+            np.add(grad_output[t], grad_h, out=grad_h_total)
+            backward_kernel(
+                grad_h_total, grad_c_next, cs[t], activations[t], tanh_cs[t],
+                out=(grad_gates[t], grad_c),
             )
+            grad_c, grad_c_next = grad_c_next, grad_c
             if t > 0 or needs_h0:
-                grad_h = grad_gates[t] @ weight_hh
+                np.matmul(grad_gates[t], weight_hh, out=grad_h)
 
         all_grad_gates = grad_gates.reshape(steps * batch, 4 * hidden)
+        all_x = x.reshape(steps * batch, input_size)
+        all_h = hs[:steps].reshape(steps * batch, hidden)
         grad_x = (all_grad_gates @ weight_ih).reshape(x.shape) if needs_x else None
-        grad_weight_ih = all_grad_gates.T @ x.reshape(steps * batch, input_size) if needs_w_ih else None
-        grad_weight_hh = all_grad_gates.T @ hs[:steps].reshape(steps * batch, hidden) if needs_w_hh else None
+        grad_weight_ih = all_grad_gates.T @ all_x if needs_w_ih else None
+        grad_weight_hh = all_grad_gates.T @ all_h if needs_w_hh else None
         grad_bias = all_grad_gates.sum(axis=0)
         return (
             grad_x,
             grad_h if needs_h0 else None,
-            grad_c if needs_c0 else None,
+            grad_c_next if needs_c0 else None,
             grad_weight_ih,
             grad_weight_hh,
             grad_bias if needs_b_ih else None,
@@ -1442,7 +1461,7 @@ def _check_floating(name: str, **tensors: Tensor | None) -> None:
         if value is not None and value.dtype.kind != "f":
             raise DTypeError(
                 f"{name}: {label} must be a floating tensor (float32 or float64), got dtype "
-                f"{value.dtype}; convert it first, e.g. with .float()"
+                f"{value.dtype}. Convert it first, e.g. with .float()"
             )
 
 
@@ -1452,7 +1471,8 @@ def _lstm_sizes(
     """Check the weight layouts and return (input_size I, hidden_size H)."""
     if weight_ih.ndim != 2 or weight_ih.shape[0] % 4 != 0:
         raise ShapeError(
-            f"{name}: weight_ih must have shape (4*hidden_size, input_size), got shape {weight_ih.shape}"
+            f"{name}: weight_ih must have shape (4*hidden_size, input_size), "
+            f"got shape {weight_ih.shape}"
         )
     hidden = weight_ih.shape[0] // 4
     if weight_hh.shape != (4 * hidden, hidden):
@@ -1462,19 +1482,26 @@ def _lstm_sizes(
         )
     for label, bias in (("bias_ih", bias_ih), ("bias_hh", bias_hh)):
         if bias is not None and bias.shape != (4 * hidden,):
-            raise ShapeError(f"{name}: {label} has shape {bias.shape}, expected ({4 * hidden},) = (4*hidden_size,)")
+            raise ShapeError(
+                f"{name}: {label} has shape {bias.shape}, "
+                f"expected ({4 * hidden},) = (4*hidden_size,)"
+            )
     return weight_ih.shape[1], hidden
 
 
 def _state_pair(name: str, hx: Any) -> tuple[Tensor, Tensor]:
     if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-        raise TypeError(f"{name}: hx must be a pair (h, c) of tensors or None, got {type(hx).__name__}")
+        raise TypeError(
+            f"{name}: hx must be a pair (h, c) of tensors or None, got {type(hx).__name__}"
+        )
     return _as_tensor(hx[0]), _as_tensor(hx[1])
 
 
 def _check_state(name: str, label: str, state: Tensor, expected: tuple, meaning: str) -> None:
     if state.shape != expected:
-        raise ShapeError(f"{name}: {label} has shape {state.shape}, expected {expected} = {meaning}")
+        raise ShapeError(
+            f"{name}: {label} has shape {state.shape}, expected {expected} = {meaning}"
+        )
 
 
 def _common_dtype(*tensors: Tensor | None) -> list:
@@ -1510,7 +1537,9 @@ def lstm_cell(
     weight_ih, weight_hh = _as_tensor(weight_ih), _as_tensor(weight_hh)
     bias_ih = None if bias_ih is None else _as_tensor(bias_ih)
     bias_hh = None if bias_hh is None else _as_tensor(bias_hh)
-    _check_floating(name, input=x, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih, bias_hh=bias_hh)
+    _check_floating(
+        name, input=x, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih, bias_hh=bias_hh
+    )
     input_size, hidden = _lstm_sizes(name, weight_ih, weight_hh, bias_ih, bias_hh)
 
     if x.ndim not in (1, 2):
@@ -1520,7 +1549,8 @@ def lstm_cell(
         )
     if x.shape[-1] != input_size:
         raise ShapeError(
-            f"{name}: input has {x.shape[-1]} features in its last dimension (input shape {x.shape}) "
+            f"{name}: input has {x.shape[-1]} features in its last dimension "
+            f"(input shape {x.shape}) "
             f"but weight_ih expects input_size={input_size} (weight_ih shape {weight_ih.shape})"
         )
     batched = x.ndim == 2
@@ -1536,11 +1566,14 @@ def lstm_cell(
         _check_state(name, "h", h, state_shape, meaning)
         _check_state(name, "c", c, state_shape, meaning)
 
-    x, h, c, weight_ih, weight_hh, bias_ih, bias_hh = _common_dtype(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh)
+    x, h, c, weight_ih, weight_hh, bias_ih, bias_hh = _common_dtype(
+        x, h, c, weight_ih, weight_hh, bias_ih, bias_hh
+    )
     if not batched:
         x, h, c = reshape(x, (1, input_size)), reshape(h, (1, hidden)), reshape(c, (1, hidden))
 
-    h_next, c_next = LSTMCell.apply(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, _lstm_kernels())
+    kernels = _lstm_kernels()
+    h_next, c_next = LSTMCell.apply(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, kernels)
 
     if not batched:
         h_next, c_next = reshape(h_next, (hidden,)), reshape(c_next, (hidden,))
@@ -1565,28 +1598,35 @@ def lstm_layer(
         bias_ih, bias_hh: (4H,) or None.
 
     Returns:
-        ``output, (h_n, c_n)``: output (T, N, H) holds the hidden state after
-        every step; h_n and c_n (N, H) are the state after the last step.
+        ``output, (h_n, c_n)``: output (T, N, H) contains the hidden state
+        after every step, and h_n and c_n (N, H) are the state after the last
+        step.
     """
     name = "lstm_layer"
     x = _as_tensor(x)
     weight_ih, weight_hh = _as_tensor(weight_ih), _as_tensor(weight_hh)
     bias_ih = None if bias_ih is None else _as_tensor(bias_ih)
     bias_hh = None if bias_hh is None else _as_tensor(bias_hh)
-    _check_floating(name, input=x, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih, bias_hh=bias_hh)
+    _check_floating(
+        name, input=x, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih, bias_hh=bias_hh
+    )
     input_size, hidden = _lstm_sizes(name, weight_ih, weight_hh, bias_ih, bias_hh)
 
     if x.ndim != 3:
         raise ShapeError(
-            f"{name}: expected a 3-D input (seq_len, batch, input_size), got a {x.ndim}-D input of shape {x.shape}"
+            f"{name}: expected a 3-D input (seq_len, batch, input_size), "
+            f"got a {x.ndim}-D input of shape {x.shape}"
         )
     if x.shape[2] != input_size:
         raise ShapeError(
-            f"{name}: input has {x.shape[2]} features in its last dimension (input shape {x.shape}) "
+            f"{name}: input has {x.shape[2]} features in its last dimension "
+            f"(input shape {x.shape}) "
             f"but weight_ih expects input_size={input_size} (weight_ih shape {weight_ih.shape})"
         )
     if x.shape[0] == 0:
-        raise ShapeError(f"{name}: the input sequence is empty (input shape {x.shape}); expected seq_len >= 1")
+        raise ShapeError(
+            f"{name}: the input sequence is empty (input shape {x.shape}); expected seq_len >= 1"
+        )
     state_shape = (x.shape[1], hidden)
 
     if hx is None:
@@ -1601,5 +1641,6 @@ def lstm_layer(
     x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh = _common_dtype(
         x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh
     )
-    output, h_n, c_n = LSTMLayer.apply(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, _lstm_kernels())
+    kernels = _lstm_kernels()
+    output, h_n, c_n = LSTMLayer.apply(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, kernels)
     return output, (h_n, c_n)

@@ -31,8 +31,8 @@ With w2 = w.reshape(F, C·KH·KW) and dy2[f, (n·OH + oh)·OW + ow] = dy[n, f, o
     y2 = w2 @ cols        dw2 = dy2 @ cols.T        dcols = w2.T @ dy2
 
 and col2im adds each entry of dcols back to the input pixel it was read from.
-The gathers and scatters run in Numba, in parallel over pieces of the output
-that no two threads share; the products run in BLAS.
+The gathers and scatters run in Numba and the products in BLAS. The comment
+above the Numba section explains how the batch is split into groups.
 
 Arguments common to all kernels: ``stride`` and ``padding`` are pairs of ints
 (sh, sw) and (ph, pw); arrays are float32 or float64, all of one dtype, and the
@@ -43,7 +43,7 @@ result has that dtype. Callers check shapes and dtypes first
 from types import SimpleNamespace
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
 @njit(cache=True)
@@ -74,6 +74,7 @@ def reference_conv2d_forward(
     Returns:
         y of shape (N, F, OH, OW).
     """
+    # BEGIN EXERCISE conv_forward: implement the module docstring's forward sum, one loop per index, skipping the padding
     n_batch, channels, height, width = x.shape
     filters, _, kernel_h, kernel_w = weight.shape
     sh, sw = stride
@@ -97,6 +98,7 @@ def reference_conv2d_forward(
                                     total += weight[f, c, i, j] * x[n, c, h, w_]
                     y[n, f, oh, ow] = total
     return y
+    # END EXERCISE conv_forward
 
 
 def reference_conv2d_backward_input(
@@ -111,14 +113,15 @@ def reference_conv2d_backward_input(
     Args:
         grad_output: (N, F, OH, OW) gradient dy.
         weight: (F, C, KH, KW) filters.
-        input_shape: (N, C, H, W) of x; it is needed because OH does not fix H
-            when the stride does not divide H + 2·ph - KH.
+        input_shape: (N, C, H, W) of x. OH alone does not fix H when the
+            stride does not divide H + 2·ph - KH.
         stride: (sh, sw).
         padding: (ph, pw).
 
     Returns:
         dx of shape (N, C, H, W).
     """
+    # BEGIN EXERCISE conv_backward: implement dx by adding w[f, c, i, j] · dy[n, f, oh, ow] to the x position each term read
     n_batch, filters, out_h, out_w = grad_output.shape
     _, channels, kernel_h, kernel_w = weight.shape
     height, width = input_shape[2], input_shape[3]
@@ -138,6 +141,7 @@ def reference_conv2d_backward_input(
                                 if 0 <= h < height and 0 <= w_ < width:
                                     dx[n, c, h, w_] += weight[f, c, i, j] * grad_output[n, f, oh, ow]
     return dx
+    # END EXERCISE conv_backward
 
 
 def reference_conv2d_backward_weight(
@@ -159,6 +163,7 @@ def reference_conv2d_backward_weight(
     Returns:
         dw of shape (F, C, KH, KW).
     """
+    # BEGIN EXERCISE conv_backward: implement dw with one loop per index of the sum above
     n_batch, _, out_h, out_w = grad_output.shape
     _, _, height, width = x.shape
     filters, channels, kernel_h, kernel_w = weight_shape
@@ -180,10 +185,12 @@ def reference_conv2d_backward_weight(
                                     total += grad_output[n, f, oh, ow] * x[n, c, h, w_]
                     dw[f, c, i, j] = total
     return dw
+    # END EXERCISE conv_backward
 
 
 def reference_conv2d_backward_bias(grad_output: np.ndarray) -> np.ndarray:
     """Compute db[f] = Σ_n Σ_oh Σ_ow dy[n, f, oh, ow] for dy of shape (N, F, OH, OW)."""
+    # BEGIN EXERCISE conv_backward: implement db as the sum above, in the dtype of grad_output
     n_batch, filters, out_h, out_w = grad_output.shape
     db = np.zeros(filters, dtype=grad_output.dtype)
 
@@ -195,201 +202,223 @@ def reference_conv2d_backward_bias(grad_output: np.ndarray) -> np.ndarray:
                     total += grad_output[n, f, oh, ow]
         db[f] = total
     return db
+    # END EXERCISE conv_backward
 
 
 # -------------------------------------------------------------------- numba
+#
+# The Numba versions handle the batch in groups of samples. For each group
+# they copy every sample into a zero-bordered buffer xp of shape
+# (C, H + 2·ph, W + 2·pw), gather its receptive fields into cols (im2col), and
+# hand the group's matrices to one BLAS product. Padding first means the
+# gather loops need no bounds checks. A group's largest matrix (cols, or the
+# product's F-row output) takes at most about _GROUP_BYTES, so it stays in the
+# CPU cache between being written and being read again, while each product
+# stays wide enough to run BLAS near its peak.
+#
+# The gathers and scatters run on one thread on purpose. BLAS already spreads
+# each product over all cores, and its worker threads keep spinning for a
+# while after a product ends; on a 2-core machine, Numba threads started
+# between two products competed with them and made the whole op slower.
+
+_GROUP_BYTES = 4 * 1024 * 1024
 
 
 @njit(cache=True)
-def _valid_outputs(offset: int, stride: int, padding: int, size: int, out_size: int) -> tuple[int, int]:
-    """Return the range [lo, hi) of output indices o whose input o·stride + offset - padding lies in [0, size)."""
-    # -((a) // s) is ceil(-a / s) for integers, with Python's floor division.
-    lo = max(0, -((offset - padding) // stride))
-    hi = min(out_size, (size - 1 - offset + padding) // stride + 1)
-    return lo, max(lo, hi)
+def _group_size(n_batch: int, rows: int, plane: int, itemsize: int) -> int:
+    """Return how many samples share one product: as many as fit rows × plane values in _GROUP_BYTES, at least 1."""
+    per_sample = max(rows * plane * itemsize, 1)
+    return max(1, min(n_batch, _GROUP_BYTES // per_sample))
 
 
-@njit(cache=True, parallel=True)
-def im2col(
-    x: np.ndarray, kernel_size: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
-) -> np.ndarray:
-    """Gather every receptive field of x (N, C, H, W) into a column of cols (C·KH·KW, N·OH·OW).
+@njit(cache=True)
+def _pad_sample(x, n, padding, xp):
+    """Copy x[n] (C, H, W) into the interior of xp (C, H + 2·ph, W + 2·pw); the border of xp stays 0."""
+    _, channels, height, width = x.shape
+    ph, pw = padding
+    for c in range(channels):
+        for h in range(height):
+            for w in range(width):
+                xp[c, h + ph, w + pw] = x[n, c, h, w]
 
-    cols[(c·KH + i)·KW + j, (n·OH + oh)·OW + ow] = x[n, c, oh·sh + i - ph, ow·sw + j - pw],
-    and 0 where that position falls in the padding.
-    """
-    n_batch, channels, height, width = x.shape
+
+@njit(cache=True)
+def _im2col_sample(xp, kernel_size, stride, out_h, out_w, cols, col0):
+    """Fill cols[(c·KH + i)·KW + j, col0 + oh·OW + ow] = xp[c, oh·sh + i, ow·sw + j] for one padded sample."""
+    channels = xp.shape[0]
     kernel_h, kernel_w = kernel_size
     sh, sw = stride
-    ph, pw = padding
-    out_h = conv_output_size(height, kernel_h, sh, ph)
-    out_w = conv_output_size(width, kernel_w, sw, pw)
-    plane = out_h * out_w
-    rows = channels * kernel_h * kernel_w
-    cols = np.empty((rows, n_batch * plane), dtype=x.dtype)
-
-    # One task fills one row segment cols[row, n·OH·OW : (n+1)·OH·OW], so no two
-    # threads write the same element.
-    for task in prange(rows * n_batch):
-        row = task // n_batch
-        n = task % n_batch
-        c = row // (kernel_h * kernel_w)
-        i = (row // kernel_w) % kernel_h
-        j = row % kernel_w
-        ow_lo, ow_hi = _valid_outputs(j, sw, pw, width, out_w)
-
-        for oh in range(out_h):
-            h = oh * sh + i - ph
-            start = n * plane + oh * out_w
-            if h < 0 or h >= height:
-                for ow in range(out_w):
-                    cols[row, start + ow] = 0
-                continue
-            for ow in range(ow_lo):
-                cols[row, start + ow] = 0
-            for ow in range(ow_lo, ow_hi):
-                cols[row, start + ow] = x[n, c, h, ow * sw + j - pw]
-            for ow in range(ow_hi, out_w):
-                cols[row, start + ow] = 0
-    return cols
-
-
-@njit(cache=True, parallel=True)
-def col2im(
-    dcols: np.ndarray,
-    input_shape: tuple[int, int, int, int],
-    kernel_size: tuple[int, int],
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-) -> np.ndarray:
-    """Add every entry of dcols (C·KH·KW, N·OH·OW) to the pixel of dx (N, C, H, W) that im2col read it from.
-
-    Entries that im2col read from the padding are dropped.
-    """
-    n_batch, channels, height, width = input_shape
-    kernel_h, kernel_w = kernel_size
-    sh, sw = stride
-    ph, pw = padding
-    out_h = conv_output_size(height, kernel_h, sh, ph)
-    out_w = conv_output_size(width, kernel_w, sw, pw)
-    plane = out_h * out_w
-    dx = np.zeros(input_shape, dtype=dcols.dtype)
-
-    # One task owns one image plane dx[n, c]: overlapping receptive fields add
-    # into the same pixels, so splitting a plane between threads would race.
-    for task in prange(n_batch * channels):
-        n = task // channels
-        c = task % channels
+    for c in range(channels):
         for i in range(kernel_h):
             for j in range(kernel_w):
                 row = (c * kernel_h + i) * kernel_w + j
-                ow_lo, ow_hi = _valid_outputs(j, sw, pw, width, out_w)
                 for oh in range(out_h):
-                    h = oh * sh + i - ph
-                    if h < 0 or h >= height:
-                        continue
-                    start = n * plane + oh * out_w
-                    for ow in range(ow_lo, ow_hi):
-                        dx[n, c, h, ow * sw + j - pw] += dcols[row, start + ow]
-    return dx
+                    start = col0 + oh * out_w
+                    h = oh * sh + i
+                    for ow in range(out_w):
+                        cols[row, start + ow] = xp[c, h, ow * sw + j]
 
 
-@njit(cache=True, parallel=True)
-def _nchw_from_rows(y2: np.ndarray, bias: np.ndarray, n_batch: int, out_h: int, out_w: int) -> np.ndarray:
-    """Return y (N, F, OH, OW) with y[n, f, oh, ow] = y2[f, (n·OH + oh)·OW + ow] + bias[f]."""
-    filters = y2.shape[0]
+@njit(cache=True)
+def _col2im_sample(dcols, col0, kernel_size, stride, out_h, out_w, dxp):
+    """Add dcols[(c·KH + i)·KW + j, col0 + oh·OW + ow] to dxp[c, oh·sh + i, ow·sw + j]: the reverse of im2col."""
+    channels = dxp.shape[0]
+    kernel_h, kernel_w = kernel_size
+    sh, sw = stride
+    for c in range(channels):
+        for i in range(kernel_h):
+            for j in range(kernel_w):
+                row = (c * kernel_h + i) * kernel_w + j
+                for oh in range(out_h):
+                    start = col0 + oh * out_w
+                    h = oh * sh + i
+                    for ow in range(out_w):
+                        dxp[c, h, ow * sw + j] += dcols[row, start + ow]
+
+
+@njit(cache=True)
+def _im2col_group(x, n0, n1, kernel_size, stride, padding, out_h, out_w, xp):
+    """Return cols (C·KH·KW, (n1 - n0)·OH·OW) for samples n0 .. n1-1, using xp as the padding buffer."""
+    channels = x.shape[1]
     plane = out_h * out_w
-    y = np.empty((n_batch, filters, out_h, out_w), dtype=y2.dtype)
-
-    for task in prange(n_batch * filters):
-        n = task // filters
-        f = task % filters
-        for oh in range(out_h):
-            for ow in range(out_w):
-                y[n, f, oh, ow] = y2[f, n * plane + oh * out_w + ow] + bias[f]
-    return y
+    cols = np.empty((channels * kernel_size[0] * kernel_size[1], (n1 - n0) * plane), dtype=x.dtype)
+    for n in range(n0, n1):
+        _pad_sample(x, n, padding, xp)
+        _im2col_sample(xp, kernel_size, stride, out_h, out_w, cols, (n - n0) * plane)
+    return cols
 
 
-@njit(cache=True, parallel=True)
-def _rows_from_nchw(grad_output: np.ndarray) -> np.ndarray:
-    """Return dy2 (F, N·OH·OW) with dy2[f, (n·OH + oh)·OW + ow] = grad_output[n, f, oh, ow]."""
-    n_batch, filters, out_h, out_w = grad_output.shape
+@njit(cache=True)
+def _dy_group(grad_output, n0, n1):
+    """Return dy2 (F, (n1 - n0)·OH·OW) with dy2[f, (n - n0)·OH·OW + oh·OW + ow] = grad_output[n, f, oh, ow]."""
+    _, filters, out_h, out_w = grad_output.shape
     plane = out_h * out_w
-    dy2 = np.empty((filters, n_batch * plane), dtype=grad_output.dtype)
-
-    for task in prange(n_batch * filters):
-        n = task // filters
-        f = task % filters
-        for oh in range(out_h):
-            for ow in range(out_w):
-                dy2[f, n * plane + oh * out_w + ow] = grad_output[n, f, oh, ow]
+    dy2 = np.empty((filters, (n1 - n0) * plane), dtype=grad_output.dtype)
+    for n in range(n0, n1):
+        for f in range(filters):
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    dy2[f, (n - n0) * plane + oh * out_w + ow] = grad_output[n, f, oh, ow]
     return dy2
 
 
 @njit(cache=True)
+def im2col(x, kernel_size, stride, padding):
+    """Return cols (C·KH·KW, N·OH·OW) of the whole batch, the matrix the module docstring defines.
+
+    The kernels below build it one group of samples at a time; this function
+    builds all of it at once, for lessons and tests.
+    """
+    n_batch, channels, height, width = x.shape
+    out_h = conv_output_size(height, kernel_size[0], stride[0], padding[0])
+    out_w = conv_output_size(width, kernel_size[1], stride[1], padding[1])
+    xp = np.zeros((channels, height + 2 * padding[0], width + 2 * padding[1]), dtype=x.dtype)
+    return _im2col_group(x, 0, n_batch, kernel_size, stride, padding, out_h, out_w, xp)
+
+
+@njit(cache=True)
 def conv2d_forward(x, weight, bias, stride, padding):
-    """Compute y = conv2d(x, w) + b as y2 = w2 @ im2col(x); same signature as the reference."""
-    n_batch, _, height, width = x.shape
-    filters, channels, kernel_h, kernel_w = weight.shape
+    """Compute y = conv2d(x, w) + b as y2 = w2 @ cols, group by group; same signature as the reference."""
+    n_batch, channels, height, width = x.shape
+    filters, _, kernel_h, kernel_w = weight.shape
+    kernel_size = (kernel_h, kernel_w)
     out_h = conv_output_size(height, kernel_h, stride[0], padding[0])
     out_w = conv_output_size(width, kernel_w, stride[1], padding[1])
-
-    cols = im2col(x, (kernel_h, kernel_w), stride, padding)
-    w2 = np.ascontiguousarray(weight).reshape(filters, channels * kernel_h * kernel_w)
-    y2 = np.dot(w2, cols)
-
+    plane = out_h * out_w
+    rows = channels * kernel_h * kernel_w
+    w2 = np.ascontiguousarray(weight).reshape(filters, rows)
     if bias is None:
         b = np.zeros(filters, dtype=x.dtype)
     else:
         b = bias
-    return _nchw_from_rows(y2, b, n_batch, out_h, out_w)
+    xp = np.zeros((channels, height + 2 * padding[0], width + 2 * padding[1]), dtype=x.dtype)
+    y = np.empty((n_batch, filters, plane), dtype=x.dtype)
+    group = _group_size(n_batch, max(rows, filters), plane, x.itemsize)
+
+    for n0 in range(0, n_batch, group):
+        n1 = min(n_batch, n0 + group)
+        cols = _im2col_group(x, n0, n1, kernel_size, stride, padding, out_h, out_w, xp)
+
+        y2 = np.dot(w2, cols)
+
+        for n in range(n0, n1):
+            for f in range(filters):
+                for p in range(plane):
+                    y[n, f, p] = y2[f, (n - n0) * plane + p] + b[f]
+    return y.reshape((n_batch, filters, out_h, out_w))
 
 
 @njit(cache=True)
 def conv2d_backward_input(grad_output, weight, input_shape, stride, padding):
-    """Compute dx = col2im(w2.T @ dy2); same signature as the reference."""
-    filters, channels, kernel_h, kernel_w = weight.shape
+    """Compute dx = col2im(w2.T @ dy2), group by group; same signature as the reference."""
+    n_batch, channels, height, width = input_shape
+    filters, _, kernel_h, kernel_w = weight.shape
+    _, _, out_h, out_w = grad_output.shape
+    ph, pw = padding
+    plane = out_h * out_w
+    rows = channels * kernel_h * kernel_w
+    w2 = np.ascontiguousarray(weight).reshape(filters, rows)
+    dxp = np.empty((channels, height + 2 * ph, width + 2 * pw), dtype=grad_output.dtype)
+    dx = np.empty(input_shape, dtype=grad_output.dtype)
+    group = _group_size(n_batch, max(rows, filters), plane, grad_output.itemsize)
 
-    dy2 = _rows_from_nchw(grad_output)
-    w2 = np.ascontiguousarray(weight).reshape(filters, channels * kernel_h * kernel_w)
-    dcols = np.dot(w2.T, dy2)
+    for n0 in range(0, n_batch, group):
+        n1 = min(n_batch, n0 + group)
+        dy2 = _dy_group(grad_output, n0, n1)
 
-    return col2im(dcols, input_shape, (kernel_h, kernel_w), stride, padding)
+        dcols = np.dot(w2.T, dy2)
+
+        for n in range(n0, n1):
+            dxp[:] = 0
+            _col2im_sample(dcols, (n - n0) * plane, (kernel_h, kernel_w), stride, out_h, out_w, dxp)
+            # Gradient that lands on the zero border belongs to no input pixel.
+            for c in range(channels):
+                for h in range(height):
+                    for w in range(width):
+                        dx[n, c, h, w] = dxp[c, h + ph, w + pw]
+    return dx
 
 
 @njit(cache=True)
 def conv2d_backward_weight(grad_output, x, weight_shape, stride, padding):
-    """Compute dw2 = dy2 @ im2col(x).T; same signature as the reference.
+    """Compute dw2 = Σ over groups of dy2 @ cols.T; same signature as the reference.
 
-    One BLAS product does the whole sum over n, oh and ow, so the result does
-    not depend on how threads were scheduled: repeated calls give identical bits.
+    The groups depend only on the shapes and are added in order, so repeated
+    calls on the same arrays give bit-identical results.
     """
-    filters, channels, kernel_h, kernel_w = weight_shape
+    n_batch, channels, height, width = x.shape
+    filters, _, kernel_h, kernel_w = weight_shape
+    _, _, out_h, out_w = grad_output.shape
+    plane = out_h * out_w
+    rows = channels * kernel_h * kernel_w
+    xp = np.zeros((channels, height + 2 * padding[0], width + 2 * padding[1]), dtype=x.dtype)
+    dw2 = np.zeros((filters, rows), dtype=grad_output.dtype)
+    group = _group_size(n_batch, max(rows, filters), plane, x.itemsize)
 
-    cols = im2col(x, (kernel_h, kernel_w), stride, padding)
-    dy2 = _rows_from_nchw(grad_output)
-    dw2 = np.dot(dy2, cols.T)
+    for n0 in range(0, n_batch, group):
+        n1 = min(n_batch, n0 + group)
+        cols = _im2col_group(x, n0, n1, (kernel_h, kernel_w), stride, padding, out_h, out_w, xp)
+        dy2 = _dy_group(grad_output, n0, n1)
 
+        dw2 += np.dot(dy2, cols.T)
     return dw2.reshape((filters, channels, kernel_h, kernel_w))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def conv2d_backward_bias(grad_output):
     """Compute db[f] = Σ_n Σ_oh Σ_ow dy[n, f, oh, ow]; same signature as the reference.
 
-    Each filter's sum runs in one thread, in a fixed order, in float64.
+    The sums run in float64 and in a fixed order, then round to the dtype of dy.
     """
     n_batch, filters, out_h, out_w = grad_output.shape
-    db = np.empty(filters, dtype=grad_output.dtype)
+    total = np.zeros(filters, dtype=np.float64)
 
-    for f in prange(filters):
-        total = 0.0
-        for n in range(n_batch):
+    for n in range(n_batch):
+        for f in range(filters):
             for oh in range(out_h):
                 for ow in range(out_w):
-                    total += grad_output[n, f, oh, ow]
-        db[f] = total
-    return db
+                    total[f] += grad_output[n, f, oh, ow]
+    return total.astype(grad_output.dtype)
 
 
 # ------------------------------------------------------------ backend choice

@@ -32,16 +32,16 @@ nonlinearities itself in SIMD-friendly loops. Tests hold the two equal.
 
 Both kernels take an optional ``out``, a tuple of preallocated arrays with the
 shapes and dtype of the results, as NumPy's ufuncs do. The kernel then writes
-the results there and returns ``out``. ``tinymbm.functional.lstm_layer`` uses
-it to write every step straight into its (T, N, ·) arrays, with no copy and no
-new allocation per step.
+the results into those arrays and returns them. ``tinymbm.functional.lstm_layer``
+uses it to write every step straight into its (T, N, ·) arrays, with no copy.
 """
 
 import math
 from types import SimpleNamespace
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 # ---------------------------------------------------------------- reference
 
@@ -108,6 +108,7 @@ def reference_lstm_cell_backward(
         ``(grad_gates, grad_c)``: the gradient of the pre-activations (N, 4H)
         and of the previous cell state c (N, H).
     """
+    # BEGIN EXERCISE lstm_cell_backward: implement the module docstring's backward equations, then return _store((grad_gates, grad_c), out)
     hidden = c.shape[1]
     i = activations[:, 0 * hidden:1 * hidden]
     f = activations[:, 1 * hidden:2 * hidden]
@@ -124,6 +125,7 @@ def reference_lstm_cell_backward(
     grad_gates = np.concatenate([grad_i, grad_f, grad_g, grad_o], axis=1)
     grad_c = grad_c_total * f
     return _store((grad_gates, grad_c), out)
+    # END EXERCISE lstm_cell_backward
 
 
 def _store(results: tuple, out: tuple | None) -> tuple:
@@ -137,26 +139,38 @@ def _store(results: tuple, out: tuple | None) -> tuple:
 # -------------------------------------------------------------------- numba
 #
 # math.exp and math.tanh compile to scalar libm calls, which LLVM cannot
-# vectorize, and they made the fused kernel several times slower than NumPy's
-# SIMD ufuncs. The helpers below compute exp and expm1 from a polynomial and a
-# power of two built from the exponent bits: plain arithmetic that LLVM turns
-# into SIMD code. They work in float64 for float32 input too, and store the
-# correctly rounded float32 result.
+# vectorize, and with them the fused kernel ran several times slower than
+# NumPy's SIMD ufuncs. The helpers below compute exp and expm1 from a Taylor
+# polynomial and a power of two built from the exponent bits. That is plain
+# arithmetic, which LLVM turns into SIMD code. There is one set for float64
+# and one for float32, because float32 does half the work per element at
+# twice the SIMD width.
+#
+# Every helper uses error_model="numpy": a division by zero gives inf or nan,
+# as in NumPy, instead of a ZeroDivisionError check on every division, which
+# would stop LLVM from vectorizing the loop.
 
-_INV_LN2 = 1.4426950408889634  # 1 / ln 2
-_LN2_HI = 6.93147180369123816490e-01  # ln 2 split in two so k * _LN2_HI is exact
+_JIT = {"cache": True, "inline": "always", "error_model": "numpy"}
+
+# ln 2 split in two: k * _LN2_HI is exact for the k that occur, so the reduced
+# argument r = x - k ln 2 keeps its full precision.
+_INV_LN2 = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
 
+_INV_LN2_F32 = np.float32(1.4426950408889634)
+_LN2_HI_F32 = np.float32(0.693359375)
+_LN2_LO_F32 = np.float32(-2.1219444005469058e-04)
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _expm1_reduced(x):
+
+@njit(**_JIT)
+def _expm1_reduced_f64(x):
     """Split x = k ln2 + r with |r| <= ln2 / 2 and return (k, e^r - 1).
 
-    e^r - 1 is its Taylor series up to r^13 / 13!, whose first left-out term is
-    below 5e-18 for |r| <= ln2 / 2, so the result is accurate to float64
-    rounding.
+    e^r - 1 is its Taylor series up to r^13 / 13!. The first term left out is
+    below 5e-18 for |r| <= ln2 / 2, under float64 rounding.
     """
-    k = math.floor(x * _INV_LN2 + 0.5)
+    k = np.floor(x * _INV_LN2 + 0.5)
     r = (x - k * _LN2_HI) - k * _LN2_LO
 
     p = 1.0 / 6227020800.0
@@ -175,56 +189,145 @@ def _expm1_reduced(x):
     return k, p * r
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _power_of_two(k):
+@njit(**_JIT)
+def _power_of_two_f64(k):
     # A float64 with biased exponent k + 1023 and a zero mantissa is 2^k
     # (valid for -1022 <= k <= 1023).
     return np.int64((np.int64(k) + 1023) << 52).view(np.float64)
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _exp_nonpositive(x):
-    """Compute exp(x) for x <= 0 (x = -inf gives 0, NaN gives NaN)."""
+@njit(**_JIT)
+def _exp_nonpositive_f64(x):
+    """Compute exp(x) for float64 x <= 0 (x = -inf gives 0, NaN gives NaN)."""
     # exp(-746) is below half the smallest subnormal float64, so it rounds to 0.
     x = max(x, -746.0)
-    k, p = _expm1_reduced(x)
+    k, p = _expm1_reduced_f64(x)
 
-    # Scaling by 2^(k + 100), then by 2^-100, keeps the exponent valid down to
-    # the subnormal range, and the last product rounds correctly there.
-    scale = _power_of_two(k + 100)
+    # Building 2^(k + 100), then multiplying by 2^-100, keeps the exponent
+    # field valid down into the subnormal range, where the last product rounds
+    # correctly.
+    scale = _power_of_two_f64(k + 100)
     return (scale + scale * p) * 7.888609052210118e-31  # 2^-100
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _expm1_nonpositive(x):
-    """Compute exp(x) - 1 for x <= 0, accurate near 0 where 1 - exp(x) cancels."""
+@njit(**_JIT)
+def _expm1_nonpositive_f64(x):
+    """Compute exp(x) - 1 for float64 x <= 0, accurate near 0 where 1 - exp(x) cancels."""
     # Below -50, exp(x) - 1 rounds to -1 in float64.
     x = max(x, -50.0)
-    k, p = _expm1_reduced(x)
+    k, p = _expm1_reduced_f64(x)
 
-    # exp(x) - 1 = 2^k (e^r - 1) + (2^k - 1), where 2^k - 1 is exact.
-    scale = _power_of_two(k)
+    # exp(x) - 1 = 2^k (e^r - 1) + (2^k - 1), and 2^k - 1 is exact.
+    scale = _power_of_two_f64(k)
     return scale * p + (scale - 1.0)
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _sigmoid(z):
-    """Compute σ(z) = 1 / (1 + exp(-z)), written with exp(-|z|) to avoid overflow."""
-    e = _exp_nonpositive(-abs(z))
+@njit(**_JIT)
+def _expm1_reduced_f32(x):
+    """Split x = k ln2 + r with |r| <= ln2 / 2 and return (k, e^r - 1), all float32.
+
+    The Taylor series stops at r^7 / 7!. The first term left out is below 6e-9
+    for |r| <= ln2 / 2, under float32 rounding.
+    """
+    k = np.floor(x * _INV_LN2_F32 + np.float32(0.5))
+    r = (x - k * _LN2_HI_F32) - k * _LN2_LO_F32
+
+    p = np.float32(1.0 / 5040.0)
+    p = p * r + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    return k, p * r
+
+
+@njit(**_JIT)
+def _power_of_two_f32(k):
+    # A float32 with biased exponent k + 127 and a zero mantissa is 2^k
+    # (valid for -126 <= k <= 127).
+    return np.int32((np.int32(k) + 127) << 23).view(np.float32)
+
+
+@njit(**_JIT)
+def _exp_nonpositive_f32(x):
+    """Compute exp(x) for float32 x <= 0 (x = -inf gives 0, NaN gives NaN)."""
+    # exp(-104) is below half the smallest subnormal float32, so it rounds to 0.
+    x = max(x, np.float32(-104.0))
+    k, p = _expm1_reduced_f32(x)
+
+    scale = _power_of_two_f32(k + np.float32(64.0))
+    return (scale + scale * p) * np.float32(5.421010862427522e-20)  # 2^-64
+
+
+@njit(**_JIT)
+def _expm1_nonpositive_f32(x):
+    """Compute exp(x) - 1 for float32 x <= 0, accurate near 0."""
+    # Below -20, exp(x) - 1 rounds to -1 in float32.
+    x = max(x, np.float32(-20.0))
+    k, p = _expm1_reduced_f32(x)
+
+    scale = _power_of_two_f32(k)
+    return scale * p + (scale - np.float32(1.0))
+
+
+@njit(**_JIT)
+def _sigmoid_f64(z):
+    """Compute σ(z) = 1 / (1 + exp(-z)) for float64, written with exp(-|z|) to avoid overflow."""
+    e = _exp_nonpositive_f64(-abs(z))
     s = 1.0 / (1.0 + e)
     return s if z >= 0 else e * s
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _tanh(z):
-    """Compute tanh(z) = (1 - exp(-2|z|)) / (1 + exp(-2|z|)) with the sign of z."""
-    m = _expm1_nonpositive(-2.0 * abs(z))
+@njit(**_JIT)
+def _tanh_f64(z):
+    """Compute tanh(z) = (1 - exp(-2|z|)) / (1 + exp(-2|z|)) for float64, with the sign of z."""
+    m = _expm1_nonpositive_f64(-2.0 * abs(z))
     return math.copysign(-m / (2.0 + m), z)
 
 
-# error_model="numpy" lets a division by zero give inf or nan, as in NumPy,
-# instead of a ZeroDivisionError check on every division, which stops LLVM
-# from vectorizing the loop.
+@njit(**_JIT)
+def _sigmoid_f32(z):
+    """Compute σ(z) for float32, as :func:`_sigmoid_f64` does."""
+    e = _exp_nonpositive_f32(-abs(z))
+    s = np.float32(1.0) / (np.float32(1.0) + e)
+    return s if z >= 0 else e * s
+
+
+@njit(**_JIT)
+def _tanh_f32(z):
+    """Compute tanh(z) for float32, as :func:`_tanh_f64` does."""
+    m = _expm1_nonpositive_f32(np.float32(-2.0) * abs(z))
+    return math.copysign(-m / (np.float32(2.0) + m), z)
+
+
+# _sigmoid and _tanh pick the float32 or float64 helper. Compiled code uses
+# the overloads below, which choose by type once, at compile time. The Python
+# bodies serve NUMBA_DISABLE_JIT=1, where the kernels run as plain Python.
+
+
+def _sigmoid(z):
+    """Compute σ(z) in the precision of z."""
+    return _sigmoid_f32(z) if isinstance(z, np.float32) else _sigmoid_f64(z)
+
+
+def _tanh(z):
+    """Compute tanh(z) in the precision of z."""
+    return _tanh_f32(z) if isinstance(z, np.float32) else _tanh_f64(z)
+
+
+@overload(_sigmoid)
+def _sigmoid_for_type(z):
+    if z == types.float32:
+        return lambda z: _sigmoid_f32(z)
+    return lambda z: _sigmoid_f64(z)
+
+
+@overload(_tanh)
+def _tanh_for_type(z):
+    if z == types.float32:
+        return lambda z: _tanh_f32(z)
+    return lambda z: _tanh_f64(z)
 
 
 @njit(cache=True, error_model="numpy")
@@ -232,7 +335,8 @@ def lstm_cell_forward(gates, c, out=None):
     """Apply the gate nonlinearities and update the cell (Numba).
 
     Same arguments, results and equations as :func:`reference_lstm_cell_forward`.
-    ``gates``, ``c`` and the arrays of ``out`` must share one floating dtype.
+    ``gates``, ``c`` and the arrays of ``out`` must share one dtype, float32
+    or float64.
     """
     batch, hidden = c.shape
     if out is None:
@@ -272,7 +376,7 @@ def lstm_cell_forward(gates, c, out=None):
 
 @njit(cache=True, error_model="numpy")
 def lstm_cell_backward(grad_h_next, grad_c_next, c, activations, tanh_c_next, out=None):
-    """Backpropagate through one cell update (Numba, one pass over the elements).
+    """Backpropagate through one cell update (Numba).
 
     Same arguments, results and equations as :func:`reference_lstm_cell_backward`.
     """
@@ -283,22 +387,35 @@ def lstm_cell_backward(grad_h_next, grad_c_next, c, activations, tanh_c_next, ou
     else:
         grad_gates, grad_c = out
 
+    # A plain 1 would be an int64, which turns float32 arithmetic into float64.
+    one = c.dtype.type(1)
+
+    # One output array per loop, for SIMD as in the forward kernel. grad_c
+    # holds dc_total until the last loop multiplies it by f.
     for n in range(batch):
         for j in range(hidden):
-            i = activations[n, j]
-            f = activations[n, hidden + j]
-            g = activations[n, 2 * hidden + j]
             o = activations[n, 3 * hidden + j]
             tc = tanh_c_next[n, j]
-            dh = grad_h_next[n, j]
+            grad_c[n, j] = grad_c_next[n, j] + grad_h_next[n, j] * o * (one - tc * tc)
 
-            dc = grad_c_next[n, j] + dh * o * (1 - tc * tc)
+        for j in range(hidden):
+            i = activations[n, j]
+            g = activations[n, 2 * hidden + j]
+            grad_gates[n, j] = grad_c[n, j] * g * i * (one - i)
+        for j in range(hidden):
+            f = activations[n, hidden + j]
+            grad_gates[n, hidden + j] = grad_c[n, j] * c[n, j] * f * (one - f)
+        for j in range(hidden):
+            i = activations[n, j]
+            g = activations[n, 2 * hidden + j]
+            grad_gates[n, 2 * hidden + j] = grad_c[n, j] * i * (one - g * g)
+        for j in range(hidden):
+            o = activations[n, 3 * hidden + j]
+            tc = tanh_c_next[n, j]
+            grad_gates[n, 3 * hidden + j] = grad_h_next[n, j] * tc * o * (one - o)
 
-            grad_gates[n, j] = dc * g * i * (1 - i)
-            grad_gates[n, hidden + j] = dc * c[n, j] * f * (1 - f)
-            grad_gates[n, 2 * hidden + j] = dc * i * (1 - g * g)
-            grad_gates[n, 3 * hidden + j] = dh * tc * o * (1 - o)
-            grad_c[n, j] = dc * f
+        for j in range(hidden):
+            grad_c[n, j] *= activations[n, hidden + j]
 
     return grad_gates, grad_c
 
@@ -319,11 +436,13 @@ backend = "numba"
 
 
 def select(name: str | None = None) -> SimpleNamespace:
-    """Return the kernels of backend ``name`` ("numba" or "reference"; default: the module's ``backend``).
+    """Return the kernels of backend ``name``, "numba" or "reference" (default: ``backend``).
 
     The result has the attributes ``forward`` and ``backward``.
     """
     chosen = backend if name is None else name
     if chosen not in BACKENDS:
-        raise ValueError(f"unknown LSTM kernel backend {chosen!r}; expected one of {sorted(BACKENDS)}")
+        raise ValueError(
+            f"unknown LSTM kernel backend {chosen!r}; expected one of {sorted(BACKENDS)}"
+        )
     return BACKENDS[chosen]

@@ -50,6 +50,7 @@ def adam_update_reference(
     A plain loop written as literally as the formula in the module docstring. All four
     arrays are 1-D with the same length n, and ``step`` is t, counted from 1.
     """
+    # BEGIN EXERCISE adam_step: implement the module docstring's formula, one element at a time, in float64
     t = float(step)
     bias_correction1 = 1.0 - beta1**t
     bias_correction2 = 1.0 - beta2**t
@@ -62,6 +63,7 @@ def adam_update_reference(
 
         denom = math.sqrt(float(exp_avg_sq[i])) / math.sqrt(bias_correction2) + eps
         param[i] = float(param[i]) - (lr / bias_correction1) * float(exp_avg[i]) / denom
+    # END EXERCISE adam_step
 
 
 @njit(cache=True, parallel=True)
