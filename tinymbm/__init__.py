@@ -9,6 +9,16 @@ and layouts::
     import tinymbm.functional as F
 """
 
+import os
+
+# Numba's default OpenMP threads keep spinning after each parallel kernel and
+# compete with OpenBLAS's threads for the cores, which made a training step
+# several times slower on 2 cores. The workqueue layer's threads sleep instead.
+# Both settings must be in place before Numba starts its threads, and an
+# explicit choice by the user in the environment wins.
+os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from tinymbm import (
     autograd,
     functional,
