@@ -319,7 +319,7 @@ def plot_lstm_trace(trace: Mapping[str, Any], title: str = "LSTM over time") -> 
 
 def plot_lines(x: Any, curves: Mapping[str, Sequence[float]], xlabel: str = "x", ylabel: str = "y",
                title: str = "", log_x: bool = False, log_y: bool = False) -> Figure:
-    """Several named curves over the same x values, on linear or logarithmic axes.
+    """Plot several named curves over the same x values, on linear or logarithmic axes.
 
     ``curves`` maps each curve's label to its y values (one per x value).
     """
@@ -339,14 +339,14 @@ def plot_lines(x: Any, curves: Mapping[str, Sequence[float]], xlabel: str = "x",
 
 
 def plot_image_row(images: Sequence[Any], titles: Sequence[str], title: str = "", cmap: str = "gray") -> Figure:
-    """2-D arrays of any sizes side by side, each with its title and a colour bar.
+    """Plot 2-D arrays of any sizes side by side, each with its title and a colour bar.
 
     Useful to compare an image with what an op made of it (a pooled map, a gradient mask).
     """
     figure, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.2), squeeze=False)
     for ax, image, caption in zip(axes[0], images, titles):
-        shown = ax.imshow(_array(image), cmap=cmap)
-        figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+        drawn_image = ax.imshow(_array(image), cmap=cmap)
+        figure.colorbar(drawn_image, ax=ax, fraction=0.046, pad=0.04)
         ax.set_title(caption, fontsize=9)
         ax.axis("off")
     if title:
@@ -370,5 +370,87 @@ def plot_grad_norms_over_time(curves: Mapping[str, Any], title: str = "|dL/dh_t|
     axes.set(xlabel="time step t", ylabel="|dL/dh_t|", title=title)
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def plot_captioned_images(images: Any, captions: Sequence[str], columns: int = 4, title: str = "") -> Figure:
+    """Grey-scale images (N, H, W) or (N, 1, H, W), each above a multi-line text caption.
+
+    Meant for paired data: an image with the tokens that came with it.
+    """
+    images = _array(images)
+    if images.ndim == 4:
+        images = images[:, 0]
+    rows = int(np.ceil(len(images) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 2.4, rows * 3.2), squeeze=False)
+    for index, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if index < len(images):
+            ax.imshow(images[index], cmap="gray", vmin=0.0, vmax=1.0)
+            ax.text(0.5, -0.04, captions[index], transform=ax.transAxes, ha="center", va="top",
+                    fontsize=7, family="monospace")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_spectrograms(features: Sequence[Any], titles: Sequence[str], columns: int = 5, title: str = "",
+                      ylabel: str = "mel band") -> Figure:
+    """Plot (T, F) spectrograms side by side, time along x and frequency band up, on one colour scale.
+
+    Each array is drawn transposed, so band 0 (the lowest frequency) is at the bottom.
+    """
+    arrays = [_array(value) for value in features]
+    low = min(float(array.min()) for array in arrays)
+    high = max(float(array.max()) for array in arrays)
+    rows = int(np.ceil(len(arrays) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 2.3, rows * 2.3), squeeze=False,
+                                layout="constrained")
+    drawn_image = None
+    for index, ax in enumerate(axes.ravel()):
+        if index >= len(arrays):
+            ax.axis("off")
+            continue
+        drawn_image = ax.imshow(arrays[index].T, origin="lower", aspect="auto", cmap="magma", vmin=low, vmax=high)
+        ax.set_title(titles[index], fontsize=8)
+        ax.set_xlabel("frame", fontsize=7)
+        if index % columns == 0:
+            ax.set_ylabel(ylabel, fontsize=7)
+        ax.tick_params(labelsize=6)
+    if drawn_image is not None:
+        figure.colorbar(drawn_image, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def plot_grouped_bars(groups: Mapping[str, Mapping[str, float]], ylabel: str = "accuracy",
+                      title: str = "") -> Figure:
+    """Plot bars grouped by category, one colour per series, with each value written on its bar.
+
+    ``groups`` maps a series label (e.g. "ours") to {category: value}. A category
+    that a series lacks gets no bar in that series.
+    """
+    series = list(groups)
+    categories = list(dict.fromkeys(category for values in groups.values() for category in values))
+    width = 0.8 / max(len(series), 1)
+    figure, axes = plt.subplots(figsize=(1.8 + 1.6 * len(categories), 3.8))
+    for number, label in enumerate(series):
+        positions = [index + (number - (len(series) - 1) / 2) * width
+                     for index, category in enumerate(categories) if category in groups[label]]
+        values = [groups[label][category] for category in categories if category in groups[label]]
+        bars = axes.bar(positions, values, width=width, label=label)
+        for bar, value in zip(bars, values):
+            axes.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{value:.3f}", ha="center",
+                      va="bottom", fontsize=7)
+    axes.set_xticks(range(len(categories)))
+    axes.set_xticklabels(categories)
+    axes.set(ylabel=ylabel, title=title)
+    # Headroom above the tallest bar keeps the legend off the bars.
+    highest = max((value for values in groups.values() for value in values.values()), default=1.0)
+    axes.set_ylim(0.0, 1.25 * highest if highest > 0 else 1.0)
+    axes.legend(fontsize=8, loc="upper left", ncol=len(series))
     figure.tight_layout()
     return figure
