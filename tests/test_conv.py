@@ -31,7 +31,7 @@ def assert_close(actual, expected, rtol, label=""):
 
 
 def random_problem(rng, batch, channels, filters, size, kernel, dtype):
-    """Return x, weight, bias and an upstream gradient dy for one convolution."""
+    """Return random x, weight and bias for one convolution."""
     height, width = size
     x = rng.standard_normal((batch, channels, height, width)).astype(dtype)
     weight = rng.standard_normal((filters, channels, *kernel)).astype(dtype)
@@ -115,6 +115,18 @@ def test_kernel_output_size_formula():
     cases = [((28, 3, 1, 1), 28), ((14, 3, 1, 1), 14), ((7, 3, 2, 0), 3), ((8, 3, 3, 0), 2), ((9, 3, 2, 1), 5), ((5, 5, 1, 0), 1)]
     for (size, kernel, stride, padding), expected in cases:
         assert K.conv_output_size(size, kernel, stride, padding) == expected, (size, kernel, stride, padding)
+
+
+def test_im2col_product_is_forward(rng):
+    x, weight, bias = random_problem(rng, 3, 2, 4, (7, 6), (3, 2), np.float64)
+    stride, padding = (2, 1), (1, 1)
+    cols = K.im2col(x, (3, 2), stride, padding)
+    y2 = weight.reshape(4, -1) @ cols + bias[:, None]
+
+    y = K.reference_conv2d_forward(x, weight, bias, stride, padding)
+    n_batch, filters, out_h, out_w = y.shape
+    assert cols.shape == (2 * 3 * 2, n_batch * out_h * out_w)
+    assert_close(y2.reshape(filters, n_batch, out_h, out_w).transpose(1, 0, 2, 3), y, 1e-12)
 
 
 def test_weight_grad_bit_identical(rng):
@@ -236,8 +248,10 @@ BAD_CONV = [
         _conv_args((2, 3, 8, 8), (64, 1, 3, 3), bias_shape=(64,)),
         {},
         ShapeError,
-        r"conv2d: input has 3 channels but weight expects 1 \(input shape \(2, 3, 8, 8\), "
-        r"weight shape \(64, 1, 3, 3\)\)",
+        (
+            r"conv2d: input has 3 channels but weight expects 1 \(input shape \(2, 3, 8, 8\), "
+            r"weight shape \(64, 1, 3, 3\)\)"
+        ),
     ),
     ("input 3-D", _conv_args((3, 8, 8)), {}, ShapeError, r"expected a 4-D input .* got a 3-D input of shape \(3, 8, 8\)"),
     ("weight 3-D", _conv_args(w_shape=(4, 3, 3)), {}, ShapeError, r"weight must be 4-D .* got shape \(4, 3, 3\)"),

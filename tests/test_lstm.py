@@ -1,5 +1,9 @@
 """LSTM kernels, the LSTMCell and LSTMLayer ops, and the nn.LSTMCell / nn.LSTM modules."""
 
+import os
+import pathlib
+import subprocess
+import sys
 import warnings
 from types import SimpleNamespace
 
@@ -75,44 +79,91 @@ def test_kernel_backward_matches_reference(dtype, batch, hidden, scale, seed):
         assert_close(a, b, RTOL[dtype], label)
 
 
-SPECIAL_VALUES = np.array([0.0, -0.0, 1e-300, -1e-300, 1e-9, -1e-9, 0.3, -0.3, 19.0, -19.0, 40.0, -40.0,
-                           710.0, -710.0, 800.0, -800.0, np.inf, -np.inf])
+SPECIAL_VALUES = [0.0, -0.0, 1e-30, -1e-30, 1e-9, -1e-9, 0.3, -0.3, 9.0, -9.0, 19.0, -19.0, 40.0, -40.0,
+                  100.0, -100.0, 710.0, -710.0, 800.0, -800.0, np.inf, -np.inf]
+
+# (name, helper, float64 reference, dtype, relative tolerance, smallest subnormal of the dtype)
+NONLINEARITIES = [
+    ("sigmoid_f64", K._sigmoid_f64, K.reference_sigmoid, np.float64, 1e-15, 5e-324),
+    ("tanh_f64", K._tanh_f64, np.tanh, np.float64, 1e-15, 5e-324),
+    ("sigmoid_f32", K._sigmoid_f32, K.reference_sigmoid, np.float32, 2.5e-7, 1.5e-45),
+    ("tanh_f32", K._tanh_f32, np.tanh, np.float32, 2.5e-7, 1.5e-45),
+]
 
 
-@pytest.mark.parametrize("helper, reference", [(K._sigmoid, K.reference_sigmoid), (K._tanh, np.tanh)],
-                         ids=["sigmoid", "tanh"])
-def test_kernel_nonlinearity_special_values(helper, reference):
+@pytest.mark.parametrize("name, helper, reference, dtype, rtol, tiny", NONLINEARITIES,
+                         ids=[case[0] for case in NONLINEARITIES])
+def test_kernel_nonlinearity_special_values(name, helper, reference, dtype, rtol, tiny):
     for z in SPECIAL_VALUES:
-        expected = float(reference(np.array([z]))[0])
-        actual = helper(z)
-        assert actual == pytest.approx(expected, rel=1e-15, abs=1e-300), f"z={z}"
-        assert np.signbit(actual) == np.signbit(expected), f"sign of result for z={z}"
+        expected = dtype(reference(np.array([z], dtype=np.float64))[0])
+        actual = helper(dtype(z))
+        assert actual == pytest.approx(expected, rel=rtol, abs=tiny), f"{name}({z})"
+        assert np.signbit(actual) == np.signbit(expected), f"sign of {name}({z})"
 
 
-@pytest.mark.parametrize("helper", [K._sigmoid, K._tanh], ids=["sigmoid", "tanh"])
-def test_kernel_nonlinearity_nan(helper):
-    assert np.isnan(helper(np.nan))
+@pytest.mark.parametrize("name, helper, reference, dtype, rtol, tiny", NONLINEARITIES,
+                         ids=[case[0] for case in NONLINEARITIES])
+def test_kernel_nonlinearity_grid(name, helper, reference, dtype, rtol, tiny):
+    z = np.linspace(-30.0, 30.0, 20_001).astype(dtype)
+    actual = np.array([helper(v) for v in z])
+    expected = reference(z.astype(np.float64))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=tiny, err_msg=name)
 
 
-def test_kernel_exp_accuracy_grid():
-    # Two million points over the whole range where exp(x) is a normal float64.
-    x = -np.linspace(0.0, 708.0, 2_000_001)
-    actual = np.array([K._exp_nonpositive(v) for v in x[::997]])
-    expected = np.exp(x[::997])
-    np.testing.assert_allclose(actual, expected, rtol=4e-16, atol=0)
+@pytest.mark.parametrize("name, helper, reference, dtype, rtol, tiny", NONLINEARITIES,
+                         ids=[case[0] for case in NONLINEARITIES])
+def test_kernel_nonlinearity_nan(name, helper, reference, dtype, rtol, tiny):
+    assert np.isnan(helper(dtype(np.nan))), name
 
 
-def test_kernel_exp_subnormal_range():
-    x = np.array([-709.0, -720.0, -740.0, -745.0, -746.0, -1e4])
-    actual = np.array([K._exp_nonpositive(v) for v in x])
-    np.testing.assert_allclose(actual, np.exp(x), rtol=1e-12, atol=5e-324)
+# (name, helper, NumPy function, dtype, lowest x, relative tolerance); the grids
+# stop where the result leaves the normal range of the dtype.
+EXP_HELPERS = [
+    ("exp_f64", K._exp_nonpositive_f64, np.exp, np.float64, -708.0, 4e-16),
+    ("expm1_f64", K._expm1_nonpositive_f64, np.expm1, np.float64, -60.0, 4e-16),
+    ("exp_f32", K._exp_nonpositive_f32, np.exp, np.float32, -87.0, 2.5e-7),
+    ("expm1_f32", K._expm1_nonpositive_f32, np.expm1, np.float32, -30.0, 2.5e-7),
+]
 
 
-def test_kernel_expm1_accuracy_grid():
-    x = -np.linspace(0.0, 60.0, 200_001)
-    x = np.concatenate([x, -np.logspace(-300, 0, 301)])
-    actual = np.array([K._expm1_nonpositive(v) for v in x[::7]])
-    np.testing.assert_allclose(actual, np.expm1(x[::7]), rtol=4e-16, atol=0)
+@pytest.mark.parametrize("name, helper, function, dtype, lowest, rtol", EXP_HELPERS,
+                         ids=[case[0] for case in EXP_HELPERS])
+def test_kernel_exp_accuracy_grid(name, helper, function, dtype, lowest, rtol):
+    x = np.concatenate([np.linspace(lowest, 0.0, 2_001), -np.logspace(-30, 0, 301)]).astype(dtype)
+    actual = np.array([helper(v) for v in x])
+    np.testing.assert_allclose(actual, function(x.astype(np.float64)), rtol=rtol, atol=0, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype, helper, tiny", [(np.float64, K._exp_nonpositive_f64, 5e-324),
+                                                 (np.float32, K._exp_nonpositive_f32, 1.5e-45)],
+                         ids=["f64", "f32"])
+def test_kernel_exp_subnormal_range(dtype, helper, tiny):
+    x = np.array([-709.0, -720.0, -740.0, -745.0, -746.0, -1e4] if dtype == np.float64
+                 else [-88.0, -90.0, -100.0, -103.0, -104.0, -1e4], dtype=dtype)
+    actual = np.array([helper(v) for v in x])
+    expected = np.exp(x.astype(np.float64)).astype(dtype)
+    np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=tiny)
+
+
+def test_kernels_run_without_jit():
+    # NUMBA_DISABLE_JIT=1 runs the Numba kernels as plain Python, for a debugger.
+    script = (
+        "import numpy as np\n"
+        "from tinymbm.kernels import lstm as K\n"
+        "rng = np.random.default_rng(0)\n"
+        "for dtype in (np.float64, np.float32):\n"
+        "    gates = (3 * rng.standard_normal((2, 12))).astype(dtype)\n"
+        "    c = rng.standard_normal((2, 3)).astype(dtype)\n"
+        "    for a, b in zip(K.lstm_cell_forward(gates, c), K.reference_lstm_cell_forward(gates, c)):\n"
+        "        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    completed = subprocess.run([sys.executable, "-c", script], env=env, cwd=root,
+                               capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "ok"
 
 
 def test_kernel_saturated_gates_finite():
@@ -142,7 +193,8 @@ def test_kernel_select_unknown_backend():
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
 def test_cell_gradcheck(rng, output_index, bias):
     batch, input_size, hidden = 3, 4, 5
-    x, h, c = float64_leaf(rng, batch, input_size), float64_leaf(rng, batch, hidden), float64_leaf(rng, batch, hidden)
+    x = float64_leaf(rng, batch, input_size)
+    h, c = float64_leaf(rng, batch, hidden), float64_leaf(rng, batch, hidden)
     weights = [float64_leaf(rng, 4 * hidden, input_size), float64_leaf(rng, 4 * hidden, hidden)]
     biases = [float64_leaf(rng, 4 * hidden), float64_leaf(rng, 4 * hidden)] if bias else []
 
@@ -185,7 +237,8 @@ def test_cell_matches_equations(rng):
 
     p = {name: value.data for name, value in cell.named_parameters()}
     gates = x @ p["weight_ih"].T + p["bias_ih"] + h @ p["weight_hh"].T + p["bias_hh"]
-    i, f, g, o = sigmoid(gates[:, 0:2]), sigmoid(gates[:, 2:4]), np.tanh(gates[:, 4:6]), sigmoid(gates[:, 6:8])
+    i, f = sigmoid(gates[:, 0:2]), sigmoid(gates[:, 2:4])
+    g, o = np.tanh(gates[:, 4:6]), sigmoid(gates[:, 6:8])
     expected_c = f * c + i * g
     np.testing.assert_allclose(c_next.numpy(), expected_c, rtol=1e-13)
     np.testing.assert_allclose(h_next.numpy(), o * np.tanh(expected_c), rtol=1e-13)
@@ -212,11 +265,21 @@ def test_cell_float32_stays_float32(rng):
     assert cell.weight_hh.grad.dtype == np.float32
 
 
+def test_cell_mixed_dtypes_promote(rng):
+    cell = nn.LSTMCell(3, 4)
+    x = tm.tensor(rng.standard_normal((2, 3)), requires_grad=True)
+    h_next, _ = cell(x)
+    h_next.sum().backward()
+    assert h_next.dtype == np.float64
+    assert x.grad.dtype == np.float64
+    assert cell.weight_ih.grad.dtype == np.float32
+
+
 # ------------------------------------------------------------------- nn.LSTM
 
 
 def lstm_with(module, names, tensors):
-    """Run ``module`` with its parameters replaced by ``tensors`` (gradcheck perturbs copies)."""
+    """Replace the parameters of ``module`` by ``tensors``, the copies that gradcheck perturbs."""
     module._parameters.update(zip(names, tensors))
 
 
@@ -272,7 +335,7 @@ def test_lstm_length_one_gradcheck(rng):
 
     def run(x, *tensors):
         lstm_with(lstm, names, tensors)
-        output, (h_n, c_n) = lstm(x)
+        output, (_, c_n) = lstm(x)
         return tm.cat([output.flatten(), c_n.flatten()])
 
     assert gradcheck(run, (x, *params))
@@ -295,7 +358,7 @@ def test_lstm_long_sequence_matches_unrolled_cells(rng):
     h0, c0 = float64_leaf(rng, batch, hidden), float64_leaf(rng, batch, hidden)
     upstream = rng.standard_normal((steps, batch, hidden))
 
-    output, (h_n, c_n) = F.lstm_layer(x, (h0, c0), *weights)
+    output, (_, c_n) = F.lstm_layer(x, (h0, c0), *weights)
     ((output * tm.tensor(upstream)).sum() + c_n.sum()).backward()
     layer_grads = [t.grad.copy() for t in (x, h0, c0, *weights)]
     for t in (x, h0, c0, *weights):
@@ -314,7 +377,7 @@ def test_lstm_long_sequence_matches_unrolled_cells(rng):
 def test_lstm_long_sequence_saturated_no_overflow(rng):
     lstm = nn.LSTM(2, 3, num_layers=2)
     x = tm.tensor((rng.standard_normal((1000, 2, 2)) * 1e3).astype(np.float32), requires_grad=True)
-    output, (h_n, c_n) = lstm(x)
+    output, (_, c_n) = lstm(x)
     (output.sum() + c_n.sum()).backward()
     assert np.all(np.isfinite(output.numpy()))
     assert np.all(np.isfinite(c_n.numpy()))
@@ -389,7 +452,7 @@ def test_lstm_reference_backend_matches_numba(rng, monkeypatch):
 
 def test_lstm_output_is_last_layer_states(rng):
     lstm = nn.LSTM(3, 4, num_layers=2).double()
-    output, (h_n, c_n) = lstm(tm.tensor(rng.standard_normal((5, 2, 3))))
+    output, (h_n, _) = lstm(tm.tensor(rng.standard_normal((5, 2, 3))))
     np.testing.assert_array_equal(output.numpy()[-1], h_n.numpy()[1])
 
 
@@ -397,7 +460,6 @@ def test_lstm_output_cannot_corrupt_backward(rng):
     x = tm.tensor(rng.standard_normal((4, 2, 3)), requires_grad=True)
     lstm = nn.LSTM(3, 4).double()
     output, _ = lstm(x)
-    expected = None
     output_grad = rng.standard_normal(output.shape)
     output.backward(output_grad, retain_graph=True)
     expected = x.grad.copy()
@@ -467,56 +529,98 @@ def test_repr():
 # ----------------------------------------------------------------- bad input
 
 
-def float_tensor(*shape):
+def zeros(*shape):
     return tm.zeros(*shape)
 
 
-BAD_LSTM_CALLS = [
-    ("2-D input", lambda: nn.LSTM(3, 4)(float_tensor(5, 3)), ShapeError,
+def int_zeros(*shape):
+    return tm.tensor(np.zeros(shape, dtype=np.int64))
+
+
+# (case, call, exception, message pattern)
+BAD_INPUTS = [
+    ("lstm 2-D input",
+     lambda: nn.LSTM(3, 4)(zeros(5, 3)),
+     ShapeError,
      r"LSTM: expected a 3-D input \(seq_len, batch, input_size\), got a 2-D input of shape \(5, 3\)"),
-    ("2-D input batch_first", lambda: nn.LSTM(3, 4, batch_first=True)(float_tensor(5, 3)), ShapeError,
-     r"expected a 3-D input \(batch, seq_len, input_size\)"),
-    ("input size", lambda: nn.LSTM(3, 4)(float_tensor(5, 2, 6)), ShapeError,
+    ("lstm 2-D input batch_first",
+     lambda: nn.LSTM(3, 4, batch_first=True)(zeros(5, 3)),
+     ShapeError,
+     r"LSTM: expected a 3-D input \(batch, seq_len, input_size\)"),
+    ("lstm input size",
+     lambda: nn.LSTM(3, 4)(zeros(5, 2, 6)),
+     ShapeError,
      r"LSTM: input has 6 features in its last dimension \(input shape \(5, 2, 6\)\) but input_size is 3"),
-    ("h0 layers", lambda: nn.LSTM(3, 4, num_layers=2)(float_tensor(5, 2, 3), (float_tensor(1, 2, 4),
-                                                                               float_tensor(2, 2, 4))),
-     ShapeError, r"LSTM: h0 has shape \(1, 2, 4\), expected \(2, 2, 4\) = \(num_layers, batch, hidden_size\)"),
-    ("c0 batch", lambda: nn.LSTM(3, 4)(float_tensor(5, 2, 3), (float_tensor(1, 2, 4), float_tensor(1, 3, 4))),
-     ShapeError, r"LSTM: c0 has shape \(1, 3, 4\), expected \(1, 2, 4\)"),
-    ("h0 batch_first", lambda: nn.LSTM(3, 4, batch_first=True)(float_tensor(2, 5, 3),
-                                                               (float_tensor(1, 5, 4), float_tensor(1, 5, 4))),
-     ShapeError, r"h0 has shape \(1, 5, 4\), expected \(1, 2, 4\)"),
-    ("integer input", lambda: nn.LSTM(3, 4)(tm.tensor(np.zeros((5, 2, 3), dtype=np.int64))), DTypeError,
+    ("lstm h0 layers",
+     lambda: nn.LSTM(3, 4, num_layers=2)(zeros(5, 2, 3), (zeros(1, 2, 4), zeros(2, 2, 4))),
+     ShapeError,
+     r"LSTM: h0 has shape \(1, 2, 4\), expected \(2, 2, 4\) = \(num_layers, batch, hidden_size\)"),
+    ("lstm c0 batch",
+     lambda: nn.LSTM(3, 4)(zeros(5, 2, 3), (zeros(1, 2, 4), zeros(1, 3, 4))),
+     ShapeError,
+     r"LSTM: c0 has shape \(1, 3, 4\), expected \(1, 2, 4\)"),
+    ("lstm h0 batch_first",
+     lambda: nn.LSTM(3, 4, batch_first=True)(zeros(2, 5, 3), (zeros(1, 5, 4), zeros(1, 5, 4))),
+     ShapeError,
+     r"LSTM: h0 has shape \(1, 5, 4\), expected \(1, 2, 4\)"),
+    ("lstm integer input",
+     lambda: nn.LSTM(3, 4)(int_zeros(5, 2, 3)),
+     DTypeError,
      r"LSTM: input must be a floating tensor \(float32 or float64\), got dtype int64"),
-    ("integer h0", lambda: nn.LSTM(3, 4)(float_tensor(5, 2, 3), (tm.tensor(np.zeros((1, 2, 4), dtype=np.int64)),
-                                                                 float_tensor(1, 2, 4))),
-     DTypeError, r"LSTM: h0 must be a floating tensor"),
-    ("hx not a pair", lambda: nn.LSTM(3, 4)(float_tensor(5, 2, 3), float_tensor(1, 2, 4)), TypeError,
+    ("lstm integer h0",
+     lambda: nn.LSTM(3, 4)(zeros(5, 2, 3), (int_zeros(1, 2, 4), zeros(1, 2, 4))),
+     DTypeError,
+     r"LSTM: h0 must be a floating tensor \(float32 or float64\), got dtype int64"),
+    ("lstm hx not a pair",
+     lambda: nn.LSTM(3, 4)(zeros(5, 2, 3), zeros(1, 2, 4)),
+     TypeError,
      r"LSTM: hx must be a pair \(h0, c0\) of tensors or None, got Tensor"),
-    ("cell 3-D input", lambda: nn.LSTMCell(3, 4)(float_tensor(5, 2, 3)), ShapeError,
-     r"lstm_cell: expected a 2-D input \(batch, input_size\) or a 1-D input \(input_size,\), "
-     r"got a 3-D input of shape \(5, 2, 3\)"),
-    ("cell input size", lambda: nn.LSTMCell(3, 4)(float_tensor(2, 5)), ShapeError,
-     r"lstm_cell: input has 5 features in its last dimension \(input shape \(2, 5\)\) but weight_ih "
-     r"expects input_size=3 \(weight_ih shape \(16, 3\)\)"),
-    ("cell h shape", lambda: nn.LSTMCell(3, 4)(float_tensor(2, 3), (float_tensor(2, 5), float_tensor(2, 4))),
-     ShapeError, r"lstm_cell: h has shape \(2, 5\), expected \(2, 4\) = \(batch, hidden_size\)"),
-    ("cell c shape unbatched", lambda: nn.LSTMCell(3, 4)(float_tensor(3), (float_tensor(4), float_tensor(1, 4))),
-     ShapeError, r"lstm_cell: c has shape \(1, 4\), expected \(4,\) = \(hidden_size,\) for a 1-D input"),
-    ("cell integer input", lambda: nn.LSTMCell(3, 4)(tm.tensor(np.zeros((2, 3), dtype=np.int64))), DTypeError,
+    ("cell 3-D input",
+     lambda: nn.LSTMCell(3, 4)(zeros(5, 2, 3)),
+     ShapeError,
+     (r"lstm_cell: expected a 2-D input \(batch, input_size\) or a 1-D input \(input_size,\), "
+      r"got a 3-D input of shape \(5, 2, 3\)")),
+    ("cell input size",
+     lambda: nn.LSTMCell(3, 4)(zeros(2, 5)),
+     ShapeError,
+     (r"lstm_cell: input has 5 features in its last dimension \(input shape \(2, 5\)\) "
+      r"but weight_ih expects input_size=3 \(weight_ih shape \(16, 3\)\)")),
+    ("cell h shape",
+     lambda: nn.LSTMCell(3, 4)(zeros(2, 3), (zeros(2, 5), zeros(2, 4))),
+     ShapeError,
+     r"lstm_cell: h has shape \(2, 5\), expected \(2, 4\) = \(batch, hidden_size\)"),
+    ("cell c shape unbatched",
+     lambda: nn.LSTMCell(3, 4)(zeros(3), (zeros(4), zeros(1, 4))),
+     ShapeError,
+     r"lstm_cell: c has shape \(1, 4\), expected \(4,\) = \(hidden_size,\) for a 1-D input"),
+    ("cell integer input",
+     lambda: nn.LSTMCell(3, 4)(int_zeros(2, 3)),
+     DTypeError,
      r"lstm_cell: input must be a floating tensor \(float32 or float64\), got dtype int64"),
-    ("cell weight_hh", lambda: F.lstm_cell(float_tensor(2, 3), None, float_tensor(16, 3), float_tensor(16, 5)),
-     ShapeError, r"lstm_cell: weight_hh has shape \(16, 5\), expected \(16, 4\)"),
-    ("cell weight_ih rows", lambda: F.lstm_cell(float_tensor(2, 3), None, float_tensor(15, 3), float_tensor(16, 4)),
-     ShapeError, r"lstm_cell: weight_ih must have shape \(4\*hidden_size, input_size\), got shape \(15, 3\)"),
-    ("cell bias", lambda: F.lstm_cell(float_tensor(2, 3), None, float_tensor(16, 3), float_tensor(16, 4),
-                                      float_tensor(4)),
-     ShapeError, r"lstm_cell: bias_ih has shape \(4,\), expected \(16,\)"),
-    ("layer empty sequence", lambda: F.lstm_layer(float_tensor(0, 2, 3), None, float_tensor(16, 3),
-                                                  float_tensor(16, 4)),
-     ShapeError, r"lstm_layer: the input sequence is empty \(input shape \(0, 2, 3\)\)"),
-    ("layer 2-D input", lambda: F.lstm_layer(float_tensor(2, 3), None, float_tensor(16, 3), float_tensor(16, 4)),
-     ShapeError, r"lstm_layer: expected a 3-D input \(seq_len, batch, input_size\), got a 2-D input"),
+    ("cell hx not a pair",
+     lambda: nn.LSTMCell(3, 4)(zeros(2, 3), [zeros(2, 4)]),
+     TypeError,
+     r"lstm_cell: hx must be a pair \(h, c\) of tensors or None, got list"),
+    ("cell weight_hh shape",
+     lambda: F.lstm_cell(zeros(2, 3), None, zeros(16, 3), zeros(16, 5)),
+     ShapeError,
+     r"lstm_cell: weight_hh has shape \(16, 5\), expected \(16, 4\)"),
+    ("cell weight_ih rows",
+     lambda: F.lstm_cell(zeros(2, 3), None, zeros(15, 3), zeros(16, 4)),
+     ShapeError,
+     r"lstm_cell: weight_ih must have shape \(4\*hidden_size, input_size\), got shape \(15, 3\)"),
+    ("cell bias shape",
+     lambda: F.lstm_cell(zeros(2, 3), None, zeros(16, 3), zeros(16, 4), zeros(4)),
+     ShapeError,
+     r"lstm_cell: bias_ih has shape \(4,\), expected \(16,\)"),
+    ("layer empty sequence",
+     lambda: F.lstm_layer(zeros(0, 2, 3), None, zeros(16, 3), zeros(16, 4)),
+     ShapeError,
+     r"lstm_layer: the input sequence is empty \(input shape \(0, 2, 3\)\)"),
+    ("layer 2-D input",
+     lambda: F.lstm_layer(zeros(2, 3), None, zeros(16, 3), zeros(16, 4)),
+     ShapeError,
+     r"lstm_layer: expected a 3-D input \(seq_len, batch, input_size\), got a 2-D input"),
 ]
 
 
@@ -529,7 +633,7 @@ def kernels_must_not_run(monkeypatch):
     monkeypatch.setattr(K, "select", lambda name=None: SimpleNamespace(forward=fail, backward=fail))
 
 
-@pytest.mark.parametrize("case, call, error, message", BAD_LSTM_CALLS, ids=[c[0] for c in BAD_LSTM_CALLS])
+@pytest.mark.parametrize("case, call, error, message", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
 def test_bad_input_raises(kernels_must_not_run, case, call, error, message):
     with pytest.raises(error, match=message):
         call()
@@ -554,7 +658,7 @@ def test_cell_bad_constructor():
 
 
 def torch_or_skip():
-    return pytest.importorskip("torch", reason="PyTorch is optional; parity tests run only where it is installed")
+    return pytest.importorskip("torch", reason="PyTorch is optional; parity tests need it installed")
 
 
 def state_dict_from(torch_module):
@@ -607,7 +711,9 @@ def test_torch_cell_parity(rng):
     np.testing.assert_allclose(c_ours.numpy(), c_torch.detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(x_ours.grad, x_torch.grad.numpy(), rtol=1e-10, atol=1e-12)
     for name, p in reference.named_parameters():
-        np.testing.assert_allclose(getattr(cell, name).grad, p.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(
+            getattr(cell, name).grad, p.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name
+        )
 
 
 def test_torch_state_dict_float32(rng):

@@ -45,8 +45,8 @@ def pool_grad(x, kernel_size, stride=None, padding=0, dy=None):
 # ------------------------------------------------------------------ kernels
 
 # Windows 1, 2 and 3 with stride 1, 2 and 3 and every padding PyTorch allows
-# (at most half the window), on a 7×9 input: stride 1 and 2 with window 3
-# overlap, and strides 2 and 3 do not divide 7 or 9.
+# (at most half the window), on a 7×9 input. Windows of 3 at stride 1 or 2
+# overlap, and strides 2 and 3 leave rows or columns that no window reaches.
 GRID = [
     (batch, kernel, stride, padding)
     for (kernel, stride, padding), batch in zip(

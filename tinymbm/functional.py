@@ -1009,9 +1009,9 @@ def linear(input: Any, weight: Any, bias: Any = None) -> Tensor:
 #
 # Legend: N batch, C input channels, F output channels, H×W input size, KH×KW
 # kernel or window size, OH×OW output size, (sh, sw) stride, (ph, pw) padding.
-# The loops run in tinymbm.kernels.conv and tinymbm.kernels.pool; each op
-# takes the backend that the kernel module's ``backend`` names ("numba", or
-# "reference" for the plain-loop versions).
+# The loops run in tinymbm.kernels.conv and tinymbm.kernels.pool. Each op
+# runs the backend that the kernel module's ``backend`` attribute names:
+# "numba" by default, or "reference" for the plain-loop versions.
 
 
 def _conv_kernels() -> Any:
@@ -1381,13 +1381,6 @@ class LSTMLayer(Function):
         hidden = weight_hh.shape[1]
         dtype = x.dtype
 
-        x_proj = x.reshape(steps * batch, input_size) @ weight_ih.T
-        x_proj = x_proj.reshape(steps, batch, 4 * hidden)
-        if bias_ih is not None:
-            x_proj += bias_ih
-        if bias_hh is not None:
-            x_proj += bias_hh
-
         # hs[t] and cs[t] are the state entering step t, so hs[T] and cs[T] are h_n and c_n.
         hs = np.empty((steps + 1, batch, hidden), dtype=dtype)
         cs = np.empty((steps + 1, batch, hidden), dtype=dtype)
@@ -1395,6 +1388,18 @@ class LSTMLayer(Function):
         tanh_cs = np.empty((steps, batch, hidden), dtype=dtype)
         hs[0] = h0
         cs[0] = c0
+
+        # x_proj for all steps in one product. It is written into `activations`,
+        # which has its shape: step t reads x_proj[t] before the kernel
+        # overwrites it with the activated gates, and the layer needs no
+        # separate (T, N, 4H) array.
+        x_proj = activations
+        np.matmul(x.reshape(steps * batch, input_size), weight_ih.T,
+                  out=x_proj.reshape(steps * batch, 4 * hidden))
+        if bias_ih is not None:
+            x_proj += bias_ih
+        if bias_hh is not None:
+            x_proj += bias_hh
 
         weight_hh_t = weight_hh.T
         gates = np.empty((batch, 4 * hidden), dtype=dtype)

@@ -57,3 +57,7 @@ __all__ = [
 ]
 __all__ += ["AVMNIST", "FSDD", "MelSpectrogram", "NormalizeFeatures", "PrincipalComponentRemoval"]
 __all__ += ["Spectrogram", "WavFormatError", "feature_mean_std", "pair_by_label", "read_wav"]
+
+from .paired import Degradation, Description, PairedMNIST, text_bayes_accuracy
+
+__all__ += ["Degradation", "Description", "PairedMNIST", "text_bayes_accuracy"]

@@ -43,15 +43,16 @@ text-only classifier, the Bayes rule over the hints
    the image, at a uniformly drawn position) replaced by uniform noise in
    [0, 1], which hide a part of the digit, often the part that tells two
    digits apart;
-3. additive Gaussian noise with standard deviation ``noise_std = 0.5``,
+3. additive Gaussian noise with standard deviation ``noise_std = 0.1``,
    then clipping to [0, 1].
 
 **Why the image alone is not enough.** Some patches erase the very stroke
 that separates two digits, and the noise and blur hide thin strokes. The
-``tinymbm.models.CNN`` of the fusion lesson, trained on 10,000 of these
-images, reaches about 75-80% test accuracy where it reaches 99% on clean MNIST.
-A hint such as "loop" or "odd" often settles exactly the confusions the
-image leaves open, so the fused model gains more than either model alone.
+``tinymbm.models.CNN`` of the fusion lesson (lessons/09_mbm_fusion.py, seed
+0), trained on the first 12,000 training pairs for 2 epochs, reached 81.2%
+test accuracy on the 10,000 test pairs. In the same run the LSTM reader on the descriptions reached 65.0%, and the fused
+model MBM = CNN + RNN reached 92.0%: a hint such as "loop" or "odd" often
+settles exactly the confusion that the image leaves open.
 
 **Determinism and splits.** Training pairs are built from the MNIST training
 split and test pairs from the test split. All the randomness comes from
@@ -95,7 +96,7 @@ IMAGE_SIZE = 28
 CHUNK_SIZE = 1000
 SPLIT_CODES = {"train": 0, "test": 1}
 
-# (attribute, "yes" token, "no" token, the digits for which the answer is yes)
+# (attribute, "yes" token, "no" token, the digits that have the attribute)
 ATTRIBUTES: tuple[tuple[str, str, str, frozenset[int]], ...] = (
     ("parity", "even", "odd", frozenset({0, 2, 4, 6, 8})),
     ("size", "big", "small", frozenset({5, 6, 7, 8, 9})),
@@ -115,7 +116,7 @@ NUM_HINT_TOKENS = 2 * len(ATTRIBUTES)
 
 @dataclass(frozen=True)
 class Degradation:
-    """How each image is degraded: blur, then noise patches, then additive noise, then clipping.
+    """Image degradation settings: blur, then noise patches, then additive noise, then clipping.
 
     Attributes:
         blur_sigma: standard deviation of the Gaussian blur, in pixels (0: no blur).
@@ -127,7 +128,7 @@ class Degradation:
     blur_sigma: float = 1.0
     patches: int = 2
     patch_size: int = 11
-    noise_std: float = 0.5
+    noise_std: float = 0.1
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.blur_sigma) and self.blur_sigma >= 0):
@@ -145,7 +146,7 @@ class Degradation:
 
 @dataclass(frozen=True)
 class Description:
-    """How each token sequence is drawn.
+    """Token sequence settings.
 
     Attributes:
         sequence_length: T, tokens per sequence (at least the largest hint count).
@@ -268,9 +269,9 @@ def decode_tokens(tokens: Any) -> list[str]:
 
 
 def text_bayes_accuracy(description: Description = Description()) -> float:
-    """Return the accuracy of the best classifier that sees only the hints.
+    """Return the accuracy of the best classifier that reads only the hints.
 
-    Every digit is equally likely, and the fillers and positions say nothing
+    Every digit is equally likely, and the fillers and positions carry no information
     about it, so the Bayes rule picks the digit d maximising the likelihood of
     the hinted values v_a over the hinted attributes S,
 
@@ -416,7 +417,7 @@ class PairedMNIST(Dataset):
         seed: an int >= 0; the same seed gives the same pairs.
         limit: build only the first ``limit`` pairs of the split (None: all of
             them). They equal the first pairs of the whole split.
-        download: download MNIST when no folder holds it.
+        download: download MNIST when no folder contains it.
         fallback: use synthetic digits, with one printed line, when real MNIST
             is not found; False raises ``DatasetNotFoundError`` instead.
         degradation: the image degradation.
@@ -451,7 +452,9 @@ class PairedMNIST(Dataset):
             raise ValueError(f"PairedMNIST: limit must be a positive int or None, got {limit!r}")
         seed = _check_seed(seed)
 
-        loaded = load_mnist(root, train=train, download=download, fallback=fallback, seed=seed)
+        # Without real MNIST, render only as many synthetic digits as are used.
+        loaded = load_mnist(root, train=train, download=download, fallback=fallback, seed=seed,
+                            synthetic_size=limit)
         images, labels = loaded.images, loaded.labels
         if limit is not None:
             images, labels = images[:limit], labels[:limit]

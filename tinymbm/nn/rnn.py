@@ -104,11 +104,11 @@ class LSTM(Module):
     ``weight_hh_l{k}`` (4H, H), ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (4H,),
     gates stacked i, f, g, o, all drawn from U(-1/√H, 1/√H).
 
-    ``forward(x, hx=None)``: x is (T, N, I), or (N, T, I) with batch_first;
+    ``forward(x, hx=None)``: x is (T, N, I), or (N, T, I) with batch_first.
     hx is the pair (h0, c0), each (L, N, H), and None means zeros. Returns
     ``output, (h_n, c_n)``: output (T, N, H), or (N, T, H) with batch_first,
-    holds the last layer's hidden state at every step; h_n and c_n (L, N, H)
-    hold every layer's state after the last step.
+    contains the last layer's hidden state at every step, and h_n and c_n
+    (L, N, H) contain every layer's state after the last step.
     """
 
     def __init__(
@@ -129,11 +129,11 @@ class LSTM(Module):
         gates = 4 * self.hidden_size
         for k in range(self.num_layers):
             layer_input = self.input_size if k == 0 else self.hidden_size
-            setattr(self, f"weight_ih_l{k}", Parameter(np.empty((gates, layer_input), dtype=np.float32)))
-            setattr(self, f"weight_hh_l{k}", Parameter(np.empty((gates, self.hidden_size), dtype=np.float32)))
+            shapes = {"weight_ih": (gates, layer_input), "weight_hh": (gates, self.hidden_size)}
             if bias:
-                setattr(self, f"bias_ih_l{k}", Parameter(np.empty(gates, dtype=np.float32)))
-                setattr(self, f"bias_hh_l{k}", Parameter(np.empty(gates, dtype=np.float32)))
+                shapes.update(bias_ih=(gates,), bias_hh=(gates,))
+            for name, shape in shapes.items():
+                setattr(self, f"{name}_l{k}", Parameter(np.empty(shape, dtype=np.float32)))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -142,26 +142,31 @@ class LSTM(Module):
             init.uniform_(parameter, -bound, bound)
 
     def _layer_parameters(self, k: int) -> tuple:
+        """Return (weight_ih, weight_hh, bias_ih, bias_hh) of layer k, None for absent biases."""
+        weights = (getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"))
         if not self.bias:
-            return getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"), None, None
-        return tuple(getattr(self, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            return (*weights, None, None)
+        return (*weights, getattr(self, f"bias_ih_l{k}"), getattr(self, f"bias_hh_l{k}"))
 
     def _check_input(self, x: Tensor) -> None:
-        layout = "(batch, seq_len, input_size)" if self.batch_first else "(seq_len, batch, input_size)"
+        if self.batch_first:
+            layout = "(batch, seq_len, input_size)"
+        else:
+            layout = "(seq_len, batch, input_size)"
         if x.dtype.kind != "f":
             raise DTypeError(
-                f"LSTM: input must be a floating tensor (float32 or float64), got dtype {x.dtype}; "
-                f"convert it first, e.g. with .float()"
+                f"LSTM: input must be a floating tensor (float32 or float64), got dtype "
+                f"{x.dtype}. Convert it first, e.g. with .float()"
             )
         if x.ndim != 3:
             raise ShapeError(
-                f"LSTM: expected a 3-D input {layout}, got a {x.ndim}-D input of shape {x.shape}; "
-                f"a single sequence needs a batch dimension of size 1"
+                f"LSTM: expected a 3-D input {layout}, got a {x.ndim}-D input of shape "
+                f"{x.shape}. A single sequence needs a batch dimension of size 1"
             )
         if x.shape[2] != self.input_size:
             raise ShapeError(
-                f"LSTM: input has {x.shape[2]} features in its last dimension (input shape {x.shape}) "
-                f"but input_size is {self.input_size}"
+                f"LSTM: input has {x.shape[2]} features in its last dimension "
+                f"(input shape {x.shape}) but input_size is {self.input_size}"
             )
 
     def _initial_state(self, hx: Any, batch: int, dtype: np.dtype) -> tuple[Tensor, Tensor]:
@@ -170,11 +175,16 @@ class LSTM(Module):
             return Tensor(np.zeros(expected, dtype=dtype)), Tensor(np.zeros(expected, dtype=dtype))
 
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise TypeError(f"LSTM: hx must be a pair (h0, c0) of tensors or None, got {type(hx).__name__}")
+            raise TypeError(
+                f"LSTM: hx must be a pair (h0, c0) of tensors or None, got {type(hx).__name__}"
+            )
         h0, c0 = (value if isinstance(value, Tensor) else Tensor(value) for value in hx)
         for label, state in (("h0", h0), ("c0", c0)):
             if state.dtype.kind != "f":
-                raise DTypeError(f"LSTM: {label} must be a floating tensor (float32 or float64), got dtype {state.dtype}")
+                raise DTypeError(
+                    f"LSTM: {label} must be a floating tensor (float32 or float64), "
+                    f"got dtype {state.dtype}"
+                )
             if state.shape != expected:
                 raise ShapeError(
                     f"LSTM: {label} has shape {state.shape}, expected {expected} = "
@@ -192,7 +202,8 @@ class LSTM(Module):
         layer_output = x
         h_n, c_n = [], []
         for k in range(self.num_layers):
-            layer_output, (h, c) = F.lstm_layer(layer_output, (h0[k], c0[k]), *self._layer_parameters(k))
+            weights = self._layer_parameters(k)
+            layer_output, (h, c) = F.lstm_layer(layer_output, (h0[k], c0[k]), *weights)
             h_n.append(h)
             c_n.append(c)
 
