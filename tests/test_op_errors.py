@@ -68,6 +68,46 @@ def test_dim_out_of_range():
         tm.zeros(2, 3).sum(dim=2)
 
 
-def test_permute_not_a_permutation():
-    with pytest.raises(ShapeError, match="not a permutation"):
+def test_permute_repeated_axis():
+    with pytest.raises(ValueError, match=r"dim \(0, 0\) names the same axis twice"):
         tm.zeros(2, 3).permute(0, 0)
+
+
+def test_permute_too_few_axes():
+    with pytest.raises(ShapeError, match="not a permutation"):
+        tm.zeros(2, 3, 4).permute(0, 1)
+
+
+def test_float_ops_on_integers_give_float32():
+    assert tm.tensor([1, 2]).sigmoid().dtype == np.float32
+    assert np.allclose(tm.tensor([1, 2]).sigmoid().numpy(), [0.7311, 0.8808], atol=1e-4)
+    assert (tm.tensor([1, 2]) / 2).dtype == np.float32
+    assert tm.tensor([0, 1]).exp().dtype == np.float32
+
+
+def test_dim_of_wrong_type():
+    with pytest.raises(TypeError, match="dim must be an int or a tuple of ints, got 1.0"):
+        tm.zeros(2, 3).sum(dim=1.0)
+
+
+def test_dim_repeated():
+    with pytest.raises(ValueError, match="names the same axis twice"):
+        tm.zeros(2, 3).sum(dim=(1, 1))
+
+
+def test_hook_changing_shape_raises():
+    a = tm.tensor([1.0, 2.0], requires_grad=True)
+    a.register_hook(lambda grad: tm.zeros(3))
+    with pytest.raises(RuntimeError, match=r"returned a gradient of shape \(3,\).*has shape \(2,\)"):
+        (a * 2).sum().backward()
+
+
+def test_min_has_its_own_grad_fn_name():
+    assert "MinAll" in repr(tm.tensor([1.0, 2.0], requires_grad=True).min())
+
+
+def test_negative_seed_accepted():
+    tm.manual_seed(-1)
+    first = tm.randn(3).numpy().copy()
+    tm.manual_seed(-1)
+    assert np.array_equal(first, tm.randn(3).numpy())

@@ -297,3 +297,20 @@ def test_load_rejects_pickled_objects(tmp_path):
 
     with pytest.raises(SerializationError, match="pickled.npz"):
         load(path)
+
+
+def test_load_rejects_npy_file(tmp_path):
+    path = tmp_path / "array.npy"
+    np.save(path, np.zeros(3))
+    with pytest.raises(SerializationError, match="single .npy array"):
+        load(path)
+
+
+def test_load_rejects_foreign_zip(tmp_path):
+    import zipfile
+
+    path = tmp_path / "model.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", b"x")
+    with pytest.raises(SerializationError, match="torch.load"):
+        load(path)

@@ -328,7 +328,13 @@ def _run_hooks(hooks: list[Callable], grad: np.ndarray) -> np.ndarray:
     for hook in hooks:
         result = hook(Tensor(grad))
         if result is not None:
-            grad = np.asarray(result.data if isinstance(result, Tensor) else result, dtype=grad.dtype)
+            replacement = np.asarray(result.data if isinstance(result, Tensor) else result, dtype=grad.dtype)
+            if replacement.shape != grad.shape:
+                raise RuntimeError(
+                    f"hook {getattr(hook, '__name__', hook)!r} returned a gradient of shape "
+                    f"{replacement.shape}, but the gradient it replaces has shape {grad.shape}"
+                )
+            grad = replacement
     return grad
 
 

@@ -11,7 +11,8 @@ T time steps, H hidden size (in the recurrent section).
 from __future__ import annotations
 
 import builtins
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,12 @@ from tinymbm.tensor import Tensor, _to_array
 
 def _as_tensor(value: Any) -> Tensor:
     return value if isinstance(value, Tensor) else Tensor(value)
+
+
+def _as_float_tensor(value: Any) -> Tensor:
+    """Return a floating tensor: integer input becomes float32, as PyTorch's float ops give."""
+    tensor = _as_tensor(value)
+    return tensor if tensor.dtype.kind == "f" else Cast.apply(tensor, np.dtype(np.float32))
 
 
 def _operands(name: str, a: Any, b: Any) -> tuple[Any, Any]:
@@ -76,7 +83,12 @@ def _axes(name: str, dim: Any, ndim: int) -> tuple[int, ...] | None:
     """Normalize ``dim`` (None, an int or a sequence of ints) to positive axes."""
     if dim is None:
         return None
-    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    if isinstance(dim, (int, np.integer)):
+        dims = (dim,)
+    elif isinstance(dim, (tuple, list)) and all(isinstance(d, (int, np.integer)) for d in dim):
+        dims = tuple(dim)
+    else:
+        raise TypeError(f"{name}: dim must be an int or a tuple of ints, got {dim!r}")
     axes = []
     for d in dims:
         if not -builtins.max(ndim, 1) <= d < builtins.max(ndim, 1):
@@ -85,6 +97,8 @@ def _axes(name: str, dim: Any, ndim: int) -> tuple[int, ...] | None:
                 f"(expected a value in [{-ndim}, {ndim - 1}])"
             )
         axes.append(int(d) % builtins.max(ndim, 1))
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{name}: dim {dim!r} names the same axis twice")
     return tuple(axes)
 
 
@@ -250,7 +264,12 @@ def mul(a: Any, b: Any) -> Tensor:
 
 
 def div(a: Any, b: Any) -> Tensor:
-    return Div.apply(*_operands("div", a, b))
+    a, b = _operands("div", a, b)
+    if np.asarray(a.data if isinstance(a, Tensor) else a).dtype.kind != "f":
+        # True division of integers gives float32, as in PyTorch.
+        a = _as_float_tensor(a)
+        b = _as_float_tensor(b)
+    return Div.apply(a, b)
 
 
 def pow(a: Any, b: Any) -> Tensor:
@@ -418,23 +437,23 @@ def abs(x: Any) -> Tensor:
 
 
 def exp(x: Any) -> Tensor:
-    return Exp.apply(_as_tensor(x))
+    return Exp.apply(_as_float_tensor(x))
 
 
 def log(x: Any) -> Tensor:
-    return Log.apply(_as_tensor(x))
+    return Log.apply(_as_float_tensor(x))
 
 
 def sqrt(x: Any) -> Tensor:
-    return Sqrt.apply(_as_tensor(x))
+    return Sqrt.apply(_as_float_tensor(x))
 
 
 def tanh(x: Any) -> Tensor:
-    return Tanh.apply(_as_tensor(x))
+    return Tanh.apply(_as_float_tensor(x))
 
 
 def sigmoid(x: Any) -> Tensor:
-    return Sigmoid.apply(_as_tensor(x))
+    return Sigmoid.apply(_as_float_tensor(x))
 
 
 def relu(x: Any) -> Tensor:
@@ -532,6 +551,14 @@ class MaxAlong(Function):
         return grad, None, None, None
 
 
+class MinAll(MaxAll):
+    """out = min of all elements;  dx = g / m at each of the m tied minima, else 0."""
+
+
+class MinAlong(MaxAlong):
+    """values = min of x along ``dim``;  dx = g at the returned index (the first minimum), else 0."""
+
+
 def sum(x: Any, dim: Any = None, keepdim: bool = False) -> Tensor:
     x = _as_tensor(x)
     return Sum.apply(x, _axes("sum", dim, x.ndim), bool(keepdim))
@@ -549,11 +576,11 @@ def _extreme(name: str, x: Any, dim: Any, keepdim: bool, largest: bool) -> Any:
     if x.data.size == 0:
         raise ValueError(f"{name}: the input is empty (shape {x.shape})")
     if dim is None:
-        return MaxAll.apply(x, largest)
+        return (MaxAll if largest else MinAll).apply(x, largest)
     (axis,) = _axes(name, dim, x.ndim)
     data = x.data if x.ndim else x.data.reshape(1)
     indices = np.argmax(data, axis=axis) if largest else np.argmin(data, axis=axis)
-    values = MaxAlong.apply(x, axis, bool(keepdim), indices)
+    values = (MaxAlong if largest else MinAlong).apply(x, axis, bool(keepdim), indices)
     index_tensor = Tensor(np.expand_dims(indices, axis) if keepdim else indices)
     return MaxResult(values, index_tensor)
 
@@ -561,7 +588,7 @@ def _extreme(name: str, x: Any, dim: Any, keepdim: bool, largest: bool) -> Any:
 class MaxResult(tuple):
     """``(values, indices)`` of ``max(dim)``, also readable as ``.values``/``.indices``."""
 
-    def __new__(cls, values: Tensor, indices: Tensor) -> "MaxResult":
+    def __new__(cls, values: Tensor, indices: Tensor) -> MaxResult:  # noqa: PYI034
         return super().__new__(cls, (values, indices))
 
     @property
@@ -799,13 +826,13 @@ class LogSoftmax(Function):
 
 
 def softmax(x: Any, dim: int) -> Tensor:
-    x = _as_tensor(x)
+    x = _as_float_tensor(x)
     (axis,) = _axes("softmax", dim, x.ndim)
     return Softmax.apply(x, axis)
 
 
 def log_softmax(x: Any, dim: int) -> Tensor:
-    x = _as_tensor(x)
+    x = _as_float_tensor(x)
     (axis,) = _axes("log_softmax", dim, x.ndim)
     return LogSoftmax.apply(x, axis)
 

@@ -16,7 +16,8 @@ def manual_seed(seed: int) -> np.random.Generator:
     global _generator
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"manual_seed: seed must be an int, got {seed!r}")
-    _generator = np.random.default_rng(int(seed))
+    # Negative seeds are accepted, as in PyTorch, by wrapping them to 64 bits.
+    _generator = np.random.default_rng(int(seed) % 2**64)
     return _generator
 
 

@@ -216,8 +216,23 @@ def load(path: str | os.PathLike) -> Any:
     # Every entry is read inside the try block because np.load opens the archive
     # lazily, and a damaged entry only fails when it is read.
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise SerializationError(
+                f"load: {path!r} is a single .npy array, not an .npz checkpoint; "
+                f"read it with numpy.load"
+            )
+        with loaded as archive:
+            foreign = [name for name in archive.zip.namelist() if not name.endswith(".npy")]
+            if foreign:
+                raise SerializationError(
+                    f"load: {path!r} is a zip archive but not an .npz checkpoint (it contains "
+                    f"{foreign[:3]}). A PyTorch checkpoint must be read with torch.load and its "
+                    f"tensors converted with .numpy() first."
+                )
             arrays = {name: archive[name] for name in archive.files}
+    except SerializationError:
+        raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise SerializationError(
             f"load: {path!r} is not a readable .npz archive because the file is damaged, "

@@ -97,8 +97,11 @@ class ImageFolder(Dataset):
         from PIL import Image
 
         path, target = self.samples[index]
-        with Image.open(path) as image:
-            array: Any = np.asarray(image.convert("RGB"))
+        try:
+            with Image.open(path) as image:
+                array: Any = np.asarray(image.convert("RGB"))
+        except (OSError, SyntaxError, ValueError) as error:
+            raise OSError(f"ImageFolder: cannot read image {path!r}: {error}") from error
 
         if self.transform is not None:
             array = self.transform(array)

@@ -347,6 +347,10 @@ class MNISTArrays(NamedTuple):
     """``"mnist"``, ``"fashion-mnist"`` or ``"synthetic"``."""
 
 
+# Data sets whose synthetic fallback has been announced, so each is announced once.
+_FALLBACK_ANNOUNCED: set[str] = set()
+
+
 def load_mnist(
     data_dir: str | os.PathLike | None = None,
     train: bool = True,
@@ -379,6 +383,10 @@ def load_mnist(
         and ``"mnist"``, ``"fashion-mnist"`` or ``"synthetic"``.
     """
     dataset_class = FashionMNIST if fashion else MNIST
+    if data_dir is not None and not os.path.isdir(data_dir):
+        # A folder the user named explicitly must exist: silently training on
+        # synthetic digits because of a typo would be a wrong answer.
+        raise FileNotFoundError(f"load_mnist: the data folder {os.fspath(data_dir)!r} does not exist")
     try:
         dataset = dataset_class(data_dir, train=train, download=download)
         return MNISTArrays(dataset.data, dataset.targets, dataset.dataset_key)
@@ -395,11 +403,13 @@ def load_mnist(
         n = synthetic_size
     else:
         n = 60_000 if train else 10_000
-    print(
-        f"tinymbm: {dataset_class.name} {reason}, so using {n} synthetic MNIST-style digits; "
-        f"for the real data set {DATA_ENV_VAR}=/path/to/data (a folder containing "
-        f"{dataset_class.dataset_key}/), pass --data-dir, or pass download=True.",
-        file=sys.stderr,
-    )
+    if dataset_class.name not in _FALLBACK_ANNOUNCED:
+        _FALLBACK_ANNOUNCED.add(dataset_class.name)
+        print(
+            f"tinymbm: {dataset_class.name} {reason}, so using synthetic MNIST-style digits; "
+            f"for the real data set {DATA_ENV_VAR}=/path/to/data (a folder containing "
+            f"{dataset_class.dataset_key}/), pass --data-dir, or call MNIST(root, download=True) once.",
+            file=sys.stderr,
+        )
     images, labels = make_synthetic_digits(n, seed=seed, train=train)
     return MNISTArrays(images, labels, "synthetic")

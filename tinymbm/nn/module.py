@@ -168,7 +168,15 @@ class Module:
     # ------------------------------------------------------------- dtype
 
     def to(self, dtype: Any) -> Module:
-        """Convert every floating parameter and buffer to ``dtype`` in place."""
+        """Convert every floating parameter and buffer to ``dtype`` in place.
+
+        ``to("cpu")`` is accepted and changes nothing, so PyTorch code that moves a
+        model to a device runs unchanged; tinymbm computes on the CPU only.
+        """
+        if isinstance(dtype, str) and dtype.split(":")[0] in ("cpu", "cuda", "mps"):
+            if dtype.startswith("cpu"):
+                return self
+            raise ValueError(f"Module.to: tinymbm runs on the CPU only, so device {dtype!r} is not available")
         dtype = np.dtype(dtype)
         if dtype.kind != "f":
             raise TypeError(f"Module.to: expected a floating dtype, got {dtype}")
