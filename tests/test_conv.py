@@ -117,6 +117,40 @@ def test_kernel_output_size_formula():
         assert K.conv_output_size(size, kernel, stride, padding) == expected, (size, kernel, stride, padding)
 
 
+def test_kernels_split_batch_into_groups(rng):
+    # One float64 sample of 9 × 150·150 im2col values takes 1.6 MB, so the
+    # kernels split a batch of 5 into groups of 2, 2 and 1. The loop reference
+    # would take minutes here, so NumPy's sliding windows give the expected values.
+    x, weight, bias = random_problem(rng, 5, 1, 2, (150, 150), (3, 3), np.float64)
+    dy = rng.standard_normal((5, 2, 150, 150))
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
+
+    expected_y = np.einsum("nchwij,fcij->nfhw", windows, weight) + bias[:, None, None]
+    expected_dw = np.einsum("nfhw,nchwij->fcij", dy, windows)
+    expected_dxp = np.zeros((5, 1, 152, 152))
+    for i in range(3):
+        for j in range(3):
+            expected_dxp[:, :, i:i + 150, j:j + 150] += np.einsum("nfhw,fc->nchw", dy, weight[:, :, i, j])
+
+    assert_close(K.conv2d_forward(x, weight, bias, (1, 1), (1, 1)), expected_y, 1e-12, "y")
+    assert_close(K.conv2d_backward_input(dy, weight, x.shape, (1, 1), (1, 1)), expected_dxp[:, :, 1:-1, 1:-1], 1e-12, "dx")
+    assert_close(K.conv2d_backward_weight(dy, x, weight.shape, (1, 1), (1, 1)), expected_dw, 1e-12, "dw")
+    assert_close(K.conv2d_backward_bias(dy), dy.sum(axis=(0, 2, 3)), 1e-12, "db")
+
+
+def test_group_size_balanced():
+    cases = [
+        # (batch, rows, plane, itemsize, expected samples per group)
+        (64, 576, 196, 4, 8),
+        (64, 64, 784, 4, 16),
+        (5, 9, 22500, 8, 2),
+        (3, 576, 196, 4, 3),
+        (0, 576, 196, 4, 1),
+    ]
+    for n_batch, rows, plane, itemsize, expected in cases:
+        assert K._group_size(n_batch, rows, plane, itemsize) == expected, (n_batch, rows, plane, itemsize)
+
+
 def test_im2col_product_is_forward(rng):
     x, weight, bias = random_problem(rng, 3, 2, 4, (7, 6), (3, 2), np.float64)
     stride, padding = (2, 1), (1, 1)
@@ -129,9 +163,17 @@ def test_im2col_product_is_forward(rng):
     assert_close(y2.reshape(filters, n_batch, out_h, out_w).transpose(1, 0, 2, 3), y, 1e-12)
 
 
-def test_weight_grad_bit_identical(rng):
-    x, weight, _ = random_problem(rng, 16, 8, 16, (14, 14), (3, 3), np.float32)
-    dy = rng.standard_normal((16, 16, 14, 14)).astype(np.float32)
+@pytest.mark.parametrize(
+    "batch, channels, filters, size, dtype",
+    [
+        (16, 8, 16, (14, 14), np.float32),
+        # Large enough that the batch is split into groups whose sums are added.
+        (5, 1, 2, (150, 150), np.float64),
+    ],
+)
+def test_weight_grad_bit_identical(rng, batch, channels, filters, size, dtype):
+    x, weight, _ = random_problem(rng, batch, channels, filters, size, (3, 3), dtype)
+    dy = rng.standard_normal((batch, filters, *size)).astype(dtype)
     first = K.conv2d_backward_weight(dy, x, weight.shape, (1, 1), (1, 1))
     for run in range(3):
         again = K.conv2d_backward_weight(dy, x, weight.shape, (1, 1), (1, 1))

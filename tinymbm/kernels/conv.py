@@ -212,13 +212,13 @@ def reference_conv2d_backward_bias(grad_output: np.ndarray) -> np.ndarray:
 # (C, H + 2·ph, W + 2·pw), gather its receptive fields into cols (im2col), and
 # hand the group's matrices to one BLAS product. Padding first means the
 # gather loops need no bounds checks. A group's largest matrix (cols, or the
-# product's F-row output) takes at most about _GROUP_BYTES, so it stays in the
-# CPU cache between being written and being read again, while each product
-# stays wide enough to run BLAS near its peak.
+# product's F-row output) takes at most _GROUP_BYTES unless one sample alone
+# is larger. So it stays in the CPU cache between being written and being read
+# again, while each product stays wide enough to run BLAS near its peak.
 #
 # The gathers and scatters run on one thread on purpose. BLAS already spreads
 # each product over all cores, and its worker threads keep spinning for a
-# while after a product ends; on a 2-core machine, Numba threads started
+# while after a product ends. On a 2-core machine, Numba threads started
 # between two products competed with them and made the whole op slower.
 
 _GROUP_BYTES = 4 * 1024 * 1024
@@ -228,7 +228,14 @@ _GROUP_BYTES = 4 * 1024 * 1024
 def _group_size(n_batch: int, rows: int, plane: int, itemsize: int) -> int:
     """Return how many samples share one product: as many as fit rows × plane values in _GROUP_BYTES, at least 1."""
     per_sample = max(rows * plane * itemsize, 1)
-    return max(1, min(n_batch, _GROUP_BYTES // per_sample))
+    largest = max(1, min(n_batch, _GROUP_BYTES // per_sample))
+    if n_batch <= largest:
+        return largest
+
+    # Spread the batch evenly over the groups that are needed anyway, so the
+    # last product is not a narrow leftover (64 samples: 8 groups of 8, not 7 of 9 and 1 of 1).
+    n_groups = (n_batch + largest - 1) // largest
+    return (n_batch + n_groups - 1) // n_groups
 
 
 @njit(cache=True)
