@@ -324,6 +324,38 @@ def im2col(x, kernel_size, stride, padding):
 
 
 @njit(cache=True)
+def _store_group(y2, bias, n0, n1, y):
+    """Write y[n, f, p] = y2[f, (n - n0)·OH·OW + p] + b[f] for samples n0 .. n1-1."""
+    filters = y.shape[1]
+    plane = y.shape[2]
+    for n in range(n0, n1):
+        for f in range(filters):
+            for p in range(plane):
+                y[n, f, p] = y2[f, (n - n0) * plane + p] + bias[f]
+
+
+@njit(cache=True)
+def _col2im_group(dcols, n0, n1, kernel_size, stride, padding, out_h, out_w, dxp, dx):
+    """Scatter dcols of samples n0 .. n1-1 back into dx, dropping what lands on the padding."""
+    _, channels, height, width = dx.shape
+    ph, pw = padding
+    plane = out_h * out_w
+    for n in range(n0, n1):
+        dxp[:] = 0
+        _col2im_sample(dcols, (n - n0) * plane, kernel_size, stride, out_h, out_w, dxp)
+        # Gradient that lands on the zero border belongs to no input pixel.
+        for c in range(channels):
+            for h in range(height):
+                for w in range(width):
+                    dx[n, c, h, w] = dxp[c, h + ph, w + pw]
+
+
+# The three kernels below are plain Python loops over groups of samples: the
+# gathers and scatters are compiled, and each matrix product runs in NumPy's
+# BLAS. Calling BLAS from inside Numba would load SciPy's separate OpenBLAS,
+# whose idle threads then spin against NumPy's for the same cores.
+
+
 def conv2d_forward(x, weight, bias, stride, padding):
     """Compute y = conv2d(x, w) + b as y2 = w2 @ cols, group by group; same signature as the reference."""
     n_batch, channels, height, width = x.shape
@@ -334,10 +366,7 @@ def conv2d_forward(x, weight, bias, stride, padding):
     plane = out_h * out_w
     rows = channels * kernel_h * kernel_w
     w2 = np.ascontiguousarray(weight).reshape(filters, rows)
-    if bias is None:
-        b = np.zeros(filters, dtype=x.dtype)
-    else:
-        b = bias
+    b = np.zeros(filters, dtype=x.dtype) if bias is None else bias
     xp = np.zeros((channels, height + 2 * padding[0], width + 2 * padding[1]), dtype=x.dtype)
     y = np.empty((n_batch, filters, plane), dtype=x.dtype)
     group = _group_size(n_batch, max(rows, filters), plane, x.itemsize)
@@ -346,16 +375,12 @@ def conv2d_forward(x, weight, bias, stride, padding):
         n1 = min(n_batch, n0 + group)
         cols = _im2col_group(x, n0, n1, kernel_size, stride, padding, out_h, out_w, xp)
 
-        y2 = np.dot(w2, cols)
+        y2 = w2 @ cols
 
-        for n in range(n0, n1):
-            for f in range(filters):
-                for p in range(plane):
-                    y[n, f, p] = y2[f, (n - n0) * plane + p] + b[f]
+        _store_group(y2, b, n0, n1, y)
     return y.reshape((n_batch, filters, out_h, out_w))
 
 
-@njit(cache=True)
 def conv2d_backward_input(grad_output, weight, input_shape, stride, padding):
     """Compute dx = col2im(w2.T @ dy2), group by group; same signature as the reference."""
     n_batch, channels, height, width = input_shape
@@ -366,27 +391,19 @@ def conv2d_backward_input(grad_output, weight, input_shape, stride, padding):
     rows = channels * kernel_h * kernel_w
     w2 = np.ascontiguousarray(weight).reshape(filters, rows)
     dxp = np.empty((channels, height + 2 * ph, width + 2 * pw), dtype=grad_output.dtype)
-    dx = np.empty(input_shape, dtype=grad_output.dtype)
+    dx = np.empty(tuple(input_shape), dtype=grad_output.dtype)
     group = _group_size(n_batch, max(rows, filters), plane, grad_output.itemsize)
 
     for n0 in range(0, n_batch, group):
         n1 = min(n_batch, n0 + group)
         dy2 = _dy_group(grad_output, n0, n1)
 
-        dcols = np.dot(w2.T, dy2)
+        dcols = w2.T @ dy2
 
-        for n in range(n0, n1):
-            dxp[:] = 0
-            _col2im_sample(dcols, (n - n0) * plane, (kernel_h, kernel_w), stride, out_h, out_w, dxp)
-            # Gradient that lands on the zero border belongs to no input pixel.
-            for c in range(channels):
-                for h in range(height):
-                    for w in range(width):
-                        dx[n, c, h, w] = dxp[c, h + ph, w + pw]
+        _col2im_group(dcols, n0, n1, (kernel_h, kernel_w), stride, padding, out_h, out_w, dxp, dx)
     return dx
 
 
-@njit(cache=True)
 def conv2d_backward_weight(grad_output, x, weight_shape, stride, padding):
     """Compute dw2 = Σ over groups of dy2 @ cols.T; same signature as the reference.
 
@@ -407,7 +424,7 @@ def conv2d_backward_weight(grad_output, x, weight_shape, stride, padding):
         cols = _im2col_group(x, n0, n1, (kernel_h, kernel_w), stride, padding, out_h, out_w, xp)
         dy2 = _dy_group(grad_output, n0, n1)
 
-        dw2 += np.dot(dy2, cols.T)
+        dw2 += dy2 @ cols.T
     return dw2.reshape((filters, channels, kernel_h, kernel_w))
 
 
