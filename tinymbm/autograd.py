@@ -396,7 +396,7 @@ def backward_steps(
         if node.ctx._freed:
             raise RuntimeError(_FREED_MESSAGE)
 
-        # An output nobody used still needs a gradient for the formula: zero.
+        # An output that no op used still enters the backward formula, with gradient zero.
         grads = [
             np.zeros(shape, dtype=dtype) if grad is None else grad
             for grad, shape, dtype in zip(grads, node.output_shapes, node.output_dtypes)

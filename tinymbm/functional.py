@@ -956,7 +956,7 @@ def cross_entropy(input: Any, target: Any, reduction: str = "mean") -> Tensor:
 
 
 def nll_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
-    """Mean (or sum, or per-sample) of -input[n, target_n]; input holds log-probabilities (N, C)."""
+    """Mean (or sum, or per-sample) of -input[n, target_n]; input contains log-probabilities (N, C)."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"nll_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     log_probs, target_array, single = _class_targets("nll_loss", _as_tensor(input), target)

@@ -56,7 +56,7 @@ def plot_history(histories: Mapping[str, Mapping[str, Sequence[float]]], title: 
 
 
 def plot_curve(values: Sequence[float], xlabel: str = "step", ylabel: str = "loss", title: str = "") -> Figure:
-    """One curve, e.g. the loss of every training step."""
+    """Plot one curve, e.g. the loss of every training step."""
     figure, axes = plt.subplots(figsize=(6, 3.5))
     axes.plot(np.asarray(values))
     axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
@@ -66,7 +66,7 @@ def plot_curve(values: Sequence[float], xlabel: str = "step", ylabel: str = "los
 
 
 def plot_images(images: Any, labels: Sequence[Any] | None = None, columns: int = 8, title: str = "") -> Figure:
-    """A grid of grey-scale images, (N, H, W) or (N, 1, H, W), with optional captions."""
+    """Show a grid of grey-scale images, (N, H, W) or (N, 1, H, W), with optional captions."""
     images = _array(images)
     if images.ndim == 4:
         images = images[:, 0]
@@ -85,7 +85,7 @@ def plot_images(images: Any, labels: Sequence[Any] | None = None, columns: int =
 
 
 def plot_filters(weight: Any, max_filters: int = 64, title: str = "convolution filters") -> Figure:
-    """The first input channel of each kernel of a conv weight (out, in, kH, kW)."""
+    """Show the first input channel of each kernel of a conv weight (out, in, kH, kW)."""
     weight = _array(weight)[:max_filters, 0]
     columns = 8
     rows = int(np.ceil(len(weight) / columns))
@@ -126,7 +126,7 @@ def confusion_matrix(targets: Any, predictions: Any, num_classes: int) -> np.nda
 
 
 def plot_confusion(matrix: np.ndarray, classes: Sequence[Any] | None = None, title: str = "confusion matrix") -> Figure:
-    """A confusion matrix with its counts written in the cells."""
+    """Plot a confusion matrix with its counts written in the cells."""
     matrix = np.asarray(matrix)
     classes = list(range(len(matrix))) if classes is None else list(classes)
     figure, axes = plt.subplots(figsize=(5.5, 5))
@@ -143,7 +143,7 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[Any] | None = None, tit
 
 
 def plot_bars(values: Mapping[str, float], ylabel: str = "accuracy", title: str = "") -> Figure:
-    """One bar per named value, with the value written on top."""
+    """Draw one bar per named value, with the value written on top."""
     figure, axes = plt.subplots(figsize=(6, 3.8))
     names = list(values)
     bars = axes.bar(names, [values[n] for n in names], color=["#4c72b0", "#dd8452", "#55a868", "#c44e52"][: len(names)])
@@ -155,7 +155,7 @@ def plot_bars(values: Mapping[str, float], ylabel: str = "accuracy", title: str 
 
 
 def plot_heatmap(values: Any, xlabel: str, ylabel: str, title: str = "", cmap: str = "viridis") -> Figure:
-    """A 2-D array as a heat map with a colour bar (e.g. gate activations over time × units)."""
+    """Plot a 2-D array as a heat map with a colour bar (e.g. gate activations over time × units)."""
     figure, axes = plt.subplots(figsize=(7, 3.8))
     image = axes.imshow(_array(values), aspect="auto", cmap=cmap)
     figure.colorbar(image, ax=axes)
@@ -243,7 +243,12 @@ def draw_graph(output: Any, path: Any = None, steps: Sequence[Any] | None = None
                       arrowprops={"arrowstyle": "->", "color": "0.5", "shrinkA": 18, "shrinkB": 18})
     for key, box in boxes.items():
         x, y = positions[key]
-        colour = "#fde9c9" if not box["leaf"] else ("#d3e8d3" if box.get("requires_grad") else "#e8e8e8")
+        if not box["leaf"]:
+            colour = "#fde9c9"
+        elif box.get("requires_grad"):
+            colour = "#d3e8d3"
+        else:
+            colour = "#e8e8e8"
         axes.text(x, y, box["text"], ha="center", va="center", fontsize=8,
                   bbox={"boxstyle": "round", "facecolor": colour, "edgecolor": "0.4"})
     axes.set_axis_off()
@@ -284,7 +289,7 @@ def plot_grad_flow(names: Sequence[str], mean: Any, maximum: Any, title: str = "
 
 
 def plot_grad_histograms(model: Any, bins: int = 60, title: str = "gradient histograms") -> Figure:
-    """One histogram of gradient values per parameter that has a gradient."""
+    """Plot one histogram of gradient values per parameter that has a gradient."""
     params = [(name, param.grad) for name, param in model.named_parameters() if param.grad is not None]
     columns = 3
     rows = max(1, int(np.ceil(len(params) / columns)))

@@ -385,7 +385,7 @@ def load_mnist(
     dataset_class = FashionMNIST if fashion else MNIST
     if data_dir is not None and not os.path.isdir(data_dir):
         # A folder the user named explicitly must exist: silently training on
-        # synthetic digits because of a typo would be a wrong answer.
+        # synthetic digits because of a typo would give a wrong result.
         raise FileNotFoundError(f"load_mnist: the data folder {os.fspath(data_dir)!r} does not exist")
     try:
         dataset = dataset_class(data_dir, train=train, download=download)
