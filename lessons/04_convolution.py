@@ -29,11 +29,15 @@
 # 我们还会比较它们的运行时间。最后讲解输出尺寸公式，并把几个滤波器作用在一张真实的手写数字上。
 
 # %%
+# tinymbm comes before NumPy: it sets OpenBLAS's thread timeout, which NumPy's
+# BLAS reads only when it loads, and the convolution runs on every core only then.
+import tinymbm as tm
+
+# isort: split
 import time
 
 import numpy as np
 
-import tinymbm as tm
 import tinymbm.functional as F
 from tinymbm import lesson, viz
 from tinymbm.data import load_mnist

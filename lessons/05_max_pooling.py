@@ -17,11 +17,15 @@
 # 手写数字上画出梯度掩码，并比较参考内核与 Numba 内核的运行时间。
 
 # %%
+# tinymbm comes before NumPy: it sets OpenBLAS's thread timeout, which NumPy's
+# BLAS reads only when it loads, and the convolution runs on every core only then.
+import tinymbm as tm
+
+# isort: split
 import time
 
 import numpy as np
 
-import tinymbm as tm
 import tinymbm.functional as F
 from tinymbm import lesson, viz
 from tinymbm.data import load_mnist

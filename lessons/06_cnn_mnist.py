@@ -25,6 +25,11 @@
 # 并保存一个可以重新加载的检查点。
 
 # %%
+# tinymbm comes before NumPy: it sets OpenBLAS's thread timeout, which NumPy's
+# BLAS reads only when it loads, and the convolution runs on every core only then.
+import tinymbm as tm
+
+# isort: split
 import math
 import time
 from pathlib import Path
@@ -32,7 +37,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-import tinymbm as tm
 import tinymbm.functional as F
 from tinymbm import lesson, optim, viz
 from tinymbm.data import DataLoader, TensorDataset, load_mnist

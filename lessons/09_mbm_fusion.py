@@ -39,9 +39,13 @@
 # 只看图像的 CNN、只看描述的 RNN，以及两者兼看的 MBM，然后比较它们的测试准确率。
 
 # %%
+# tinymbm comes before NumPy: it sets OpenBLAS's thread timeout, which NumPy's
+# BLAS reads only when it loads, and the convolution runs on every core only then.
+import tinymbm as tm
+
+# isort: split
 import numpy as np
 
-import tinymbm as tm
 import tinymbm.functional as F
 from tinymbm import lesson, nn, optim, viz
 from tinymbm.data import DataLoader

@@ -16,6 +16,11 @@
 # 然后在 tinymbm 上以一个内存放得下的输入尺寸运行修正后的同一段程序。
 
 # %%
+# tinymbm comes before NumPy: it sets OpenBLAS's thread timeout, which NumPy's
+# BLAS reads only when it loads, and the convolution runs on every core only then.
+import tinymbm as tm
+
+# isort: split
 import shutil
 from pathlib import Path
 
@@ -23,7 +28,6 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-import tinymbm as tm
 from tinymbm import lesson, models, viz
 from tinymbm.data import ImageFolder, load_mnist
 

@@ -38,13 +38,17 @@
 # 学得快的那一部分可能让另一部分几乎收不到训练信号。在和的损失之外再给每个部分加一个损失，就能解决这个问题。
 
 # %%
+# tinymbm comes before NumPy: it sets OpenBLAS's thread timeout, which NumPy's
+# BLAS reads only when it loads, and the convolution runs on every core only then.
+import tinymbm as tm
+
+# isort: split
 import sys
 import time
 from collections.abc import Callable
 
 import numpy as np
 
-import tinymbm as tm
 import tinymbm.functional as F
 from tinymbm import lesson, nn, optim, viz
 from tinymbm.data import (

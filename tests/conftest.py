@@ -1,5 +1,11 @@
 """Shared test set-up: real data location, a per-test random generator, headless plots."""
 
+# tinymbm comes before NumPy, as in the lessons, so the tests run the kernels
+# the way users who import it first do: with OpenBLAS's thread timeout set and
+# the convolution split over threads (tinymbm/kernels/shares.py).
+import tinymbm  # noqa: F401
+
+# isort: split
 import os
 import pathlib
 import zlib

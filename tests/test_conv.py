@@ -14,6 +14,7 @@ from tinymbm import nn
 from tinymbm.autograd import gradcheck
 from tinymbm.errors import DTypeError, ShapeError
 from tinymbm.kernels import conv as K
+from tinymbm.kernels import shares
 
 FEW = settings(max_examples=25, deadline=None)
 RTOL = {np.float64: 1e-12, np.float32: 1e-5}
@@ -118,9 +119,10 @@ def test_kernel_output_size_formula():
 
 
 def test_kernels_split_batch_into_groups(rng):
-    # One float64 sample of 9 × 150·150 im2col values takes 1.6 MB, so the
-    # kernels split a batch of 5 into groups of 2, 2 and 1. The loop reference
-    # would take minutes here, so NumPy's sliding windows give the expected values.
+    # One float64 sample of 9 × 150·150 im2col values takes 1.6 MB, more than
+    # a group may hold, so every product covers one sample and the shares add
+    # several. The loop reference would take minutes here, so NumPy's sliding
+    # windows give the expected values.
     x, weight, bias = random_problem(rng, 5, 1, 2, (150, 150), (3, 3), np.float64)
     dy = rng.standard_normal((5, 2, 150, 150))
     windows = np.lib.stride_tricks.sliding_window_view(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
@@ -141,10 +143,14 @@ def test_kernels_split_batch_into_groups(rng):
 def test_group_size_balanced():
     cases = [
         # (batch, rows, plane, itemsize, expected samples per group)
-        (64, 576, 196, 4, 8),
-        (64, 64, 784, 4, 16),
-        (5, 9, 22500, 8, 2),
-        (3, 576, 196, 4, 3),
+        # 1 MB holds 2 samples of conv2's 576 × 196 float32 columns.
+        (64, 576, 196, 4, 2),
+        (3, 576, 196, 4, 2),
+        # 5 samples of 64 × 784 fit: 13 groups, spread as evenly as 5 per group allows.
+        (64, 64, 784, 4, 5),
+        (12, 64, 784, 4, 4),
+        # One sample larger than the budget still makes a group.
+        (5, 9, 22500, 8, 1),
         (0, 576, 196, 4, 1),
     ]
     for n_batch, rows, plane, itemsize, expected in cases:
@@ -185,6 +191,44 @@ def test_bias_grad_bit_identical(rng):
     first = K.conv2d_backward_bias(dy)
     for run in range(3):
         assert np.array_equal(first, K.conv2d_backward_bias(dy)), f"run {run} differs"
+
+
+# ------------------------------------------------------------- shares of the batch
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_kernels_agree_for_any_share_count(monkeypatch, rng, threads):
+    # Three shares on a 2-core machine still run, just not all at once.
+    monkeypatch.setattr(shares, "share_count", lambda n_batch: max(1, min(threads, n_batch)))
+    x, weight, bias = random_problem(rng, 7, 3, 5, (9, 8), (3, 3), np.float64)
+    dy = rng.standard_normal((7, 5, 5, 4))
+    stride, padding = (2, 2), (1, 1)
+
+    fast = {
+        "y": K.conv2d_forward(x, weight, bias, stride, padding),
+        "dx": K.conv2d_backward_input(dy, weight, x.shape, stride, padding),
+        "dw": K.conv2d_backward_weight(dy, x, weight.shape, stride, padding),
+        "db": K.conv2d_backward_bias(dy),
+    }
+    slow = {
+        "y": K.reference_conv2d_forward(x, weight, bias, stride, padding),
+        "dx": K.reference_conv2d_backward_input(dy, weight, x.shape, stride, padding),
+        "dw": K.reference_conv2d_backward_weight(dy, x, weight.shape, stride, padding),
+        "db": K.reference_conv2d_backward_bias(dy),
+    }
+    for name, value in fast.items():
+        assert_close(value, slow[name], 1e-12, f"{name} with {threads} shares")
+
+
+def test_weight_grad_bit_identical_in_shares(monkeypatch, rng):
+    monkeypatch.setattr(shares, "share_count", lambda n_batch: min(2, n_batch))
+    x, weight, _ = random_problem(rng, 16, 8, 16, (14, 14), (3, 3), np.float32)
+    dy = rng.standard_normal((16, 16, 14, 14)).astype(np.float32)
+    first = K.conv2d_backward_weight(dy, x, weight.shape, (1, 1), (1, 1))
+    first_bias = K.conv2d_backward_bias(dy)
+    for run in range(3):
+        assert np.array_equal(first, K.conv2d_backward_weight(dy, x, weight.shape, (1, 1), (1, 1))), f"run {run}"
+        assert np.array_equal(first_bias, K.conv2d_backward_bias(dy)), f"run {run}"
 
 
 def test_select_unknown_backend():

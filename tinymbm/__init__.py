@@ -10,6 +10,7 @@ and layouts::
 """
 
 import os
+import sys
 
 # Numba's default OpenMP threads keep spinning after each parallel kernel and
 # compete with OpenBLAS's threads for the cores, which made a training step
@@ -18,6 +19,15 @@ import os
 # explicit choice by the user in the environment wins.
 os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# OpenBLAS's worker threads likewise spin for 2^28 CPU cycles (about a tenth of
+# a second) after each product and slow down the parallel kernels that run
+# next; 2^4 cycles makes them sleep at once. OpenBLAS reads the setting when
+# NumPy loads it, so it is set only if NumPy is not loaded yet, and the
+# convolution checks it before it splits the batch over threads
+# (tinymbm/kernels/shares.py).
+if "numpy" not in sys.modules:
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from tinymbm import (
     autograd,

@@ -87,6 +87,8 @@ def environment(args: argparse.Namespace) -> dict:
     import numba
     import numpy as np
 
+    from tinymbm.kernels.shares import share_count
+
     info = {
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -96,8 +98,10 @@ def environment(args: argparse.Namespace) -> dict:
         "numba_threads": numba.get_num_threads(),
         "threads_requested": args.threads,
     }
-    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT"):
         info[variable] = os.environ.get(variable)
+    # How many threads share a batch of 64 in the convolution: 1 means BLAS spreads each product instead.
+    info["conv_shares_of_64"] = share_count(64)
     if importlib.util.find_spec("torch") is not None:
         import torch
 

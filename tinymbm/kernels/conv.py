@@ -32,7 +32,8 @@ With w2 = w.reshape(F, C·KH·KW) and dy2[f, (n·OH + oh)·OW + ow] = dy[n, f, o
 
 and col2im adds each entry of dcols back to the input pixel it was read from.
 The gathers and scatters run in Numba and the products in BLAS. The comment
-above the Numba section explains how the batch is split into groups.
+above the Numba section explains how the batch is split into one share per
+thread and each share into groups.
 
 Arguments common to all kernels: ``stride`` and ``padding`` are pairs of ints
 (sh, sw) and (ph, pw); arrays are float32 or float64, all of one dtype, and the
@@ -40,10 +41,14 @@ result has that dtype. Callers check shapes and dtypes first
 (``tinymbm.functional.conv2d`` does), because the kernels do not.
 """
 
+import functools
+import operator
 from types import SimpleNamespace
 
 import numpy as np
 from numba import njit
+
+from tinymbm.kernels.shares import run_shares
 
 
 @njit(cache=True)
@@ -207,24 +212,23 @@ def reference_conv2d_backward_bias(grad_output: np.ndarray) -> np.ndarray:
 
 # -------------------------------------------------------------------- numba
 #
-# The Numba versions handle the batch in groups of samples. For each group
-# they copy every sample into a zero-bordered buffer xp of shape
-# (C, H + 2·ph, W + 2·pw), gather its receptive fields into cols (im2col), and
-# hand the group's matrices to one BLAS product. Padding first means the
-# gather loops need no bounds checks. A group's largest matrix (cols, or the
-# product's F-row output) takes at most _GROUP_BYTES unless one sample alone
-# is larger. So it stays in the CPU cache between being written and being read
-# again, while each product stays wide enough to run BLAS near its peak.
+# The Numba versions split the batch into shares, one per thread, and run the
+# shares at the same time with BLAS held to one thread, so that every core
+# multiplies the matrices it gathered itself (tinymbm.kernels.shares explains
+# why, and when a kernel runs in one share instead). Each thread works through
+# its share in groups of samples: it copies every sample into a zero-bordered
+# buffer xp of shape (C, H + 2·ph, W + 2·pw), gathers its receptive fields into
+# cols (im2col), and hands the group's matrices to one BLAS product. Padding
+# first means the gather loops need no bounds checks.
 #
-# The gathers and scatters run on one thread on purpose. BLAS already spreads
-# each product over all cores, and its worker threads keep spinning for a
-# while after a product ends. On a 2-core machine, Numba threads started
-# between two products competed with them and made the whole op slower.
+# A group's largest matrix (cols, or the product's F-row output) takes at most
+# _GROUP_BYTES unless one sample alone is larger, so it stays in the core's
+# cache between being written and being read again.
 
-_GROUP_BYTES = 4 * 1024 * 1024
+_GROUP_BYTES = 1024 * 1024
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _group_size(n_batch: int, rows: int, plane: int, itemsize: int) -> int:
     """Return how many samples share one product: as many as fit rows × plane values in _GROUP_BYTES, at least 1."""
     per_sample = max(rows * plane * itemsize, 1)
@@ -232,13 +236,13 @@ def _group_size(n_batch: int, rows: int, plane: int, itemsize: int) -> int:
     if n_batch <= largest:
         return largest
 
-    # Spread the batch evenly over the groups that are needed anyway, so the
-    # last product is not a narrow leftover (64 samples: 8 groups of 8, not 7 of 9 and 1 of 1).
+    # Spread the samples evenly over the groups that are needed anyway, so the
+    # last product is not a narrow leftover (32 samples: 4 groups of 8, not 3 of 10 and 1 of 2).
     n_groups = (n_batch + largest - 1) // largest
     return (n_batch + n_groups - 1) // n_groups
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pad_sample(x, n, padding, xp):
     """Copy x[n] (C, H, W) into the interior of xp (C, H + 2·ph, W + 2·pw); the border of xp stays 0."""
     _, channels, height, width = x.shape
@@ -249,7 +253,7 @@ def _pad_sample(x, n, padding, xp):
                 xp[c, h + ph, w + pw] = x[n, c, h, w]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _im2col_sample(xp, kernel_size, stride, out_h, out_w, cols, col0):
     """Fill cols[(c·KH + i)·KW + j, col0 + oh·OW + ow] = xp[c, oh·sh + i, ow·sw + j] for one padded sample."""
     channels = xp.shape[0]
@@ -262,11 +266,17 @@ def _im2col_sample(xp, kernel_size, stride, out_h, out_w, cols, col0):
                 for oh in range(out_h):
                     start = col0 + oh * out_w
                     h = oh * sh + i
-                    for ow in range(out_w):
-                        cols[row, start + ow] = xp[c, h, ow * sw + j]
+                    # The same copy; with the stride known to be 1 the compiler
+                    # turns it into vector loads of consecutive values.
+                    if sw == 1:
+                        for ow in range(out_w):
+                            cols[row, start + ow] = xp[c, h, ow + j]
+                    else:
+                        for ow in range(out_w):
+                            cols[row, start + ow] = xp[c, h, ow * sw + j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _col2im_sample(dcols, col0, kernel_size, stride, out_h, out_w, dxp):
     """Add dcols[(c·KH + i)·KW + j, col0 + oh·OW + ow] to dxp[c, oh·sh + i, ow·sw + j]: the reverse of im2col."""
     channels = dxp.shape[0]
@@ -279,11 +289,15 @@ def _col2im_sample(dcols, col0, kernel_size, stride, out_h, out_w, dxp):
                 for oh in range(out_h):
                     start = col0 + oh * out_w
                     h = oh * sh + i
-                    for ow in range(out_w):
-                        dxp[c, h, ow * sw + j] += dcols[row, start + ow]
+                    if sw == 1:
+                        for ow in range(out_w):
+                            dxp[c, h, ow + j] += dcols[row, start + ow]
+                    else:
+                        for ow in range(out_w):
+                            dxp[c, h, ow * sw + j] += dcols[row, start + ow]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _im2col_group(x, n0, n1, kernel_size, stride, padding, out_h, out_w, xp):
     """Return cols (C·KH·KW, (n1 - n0)·OH·OW) for samples n0 .. n1-1, using xp as the padding buffer."""
     channels = x.shape[1]
@@ -295,7 +309,7 @@ def _im2col_group(x, n0, n1, kernel_size, stride, padding, out_h, out_w, xp):
     return cols
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _dy_group(grad_output, n0, n1):
     """Return dy2 (F, (n1 - n0)·OH·OW) with dy2[f, (n - n0)·OH·OW + oh·OW + ow] = grad_output[n, f, oh, ow]."""
     _, filters, out_h, out_w = grad_output.shape
@@ -323,7 +337,7 @@ def im2col(x, kernel_size, stride, padding):
     return _im2col_group(x, 0, n_batch, kernel_size, stride, padding, out_h, out_w, xp)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _store_group(y2, bias, n0, n1, y):
     """Write y[n, f, p] = y2[f, (n - n0)·OH·OW + p] + b[f] for samples n0 .. n1-1."""
     filters = y.shape[1]
@@ -334,7 +348,7 @@ def _store_group(y2, bias, n0, n1, y):
                 y[n, f, p] = y2[f, (n - n0) * plane + p] + bias[f]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _col2im_group(dcols, n0, n1, kernel_size, stride, padding, out_h, out_w, dxp, dx):
     """Scatter dcols of samples n0 .. n1-1 back into dx, dropping what lands on the padding."""
     _, channels, height, width = dx.shape
@@ -350,10 +364,23 @@ def _col2im_group(dcols, n0, n1, kernel_size, stride, padding, out_h, out_w, dxp
                     dx[n, c, h, w] = dxp[c, h + ph, w + pw]
 
 
-# The three kernels below are plain Python loops over groups of samples: the
-# gathers and scatters are compiled, and each matrix product runs in NumPy's
-# BLAS. Calling BLAS from inside Numba would load SciPy's separate OpenBLAS,
-# whose idle threads then spin against NumPy's for the same cores.
+@njit(cache=True, nogil=True)
+def _bias_share(grad_output, n0, n1):
+    """Return Σ_n Σ_oh Σ_ow dy[n, f, oh, ow] over samples n0 .. n1-1, per f, in float64 and in a fixed order."""
+    _, filters, out_h, out_w = grad_output.shape
+    total = np.zeros(filters, dtype=np.float64)
+    for n in range(n0, n1):
+        for f in range(filters):
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    total[f] += grad_output[n, f, oh, ow]
+    return total
+
+
+# The kernels below are plain Python: they split the work into shares and
+# groups, the gathers and scatters are compiled, and each matrix product runs
+# in NumPy's BLAS. Calling BLAS from inside Numba would load SciPy's separate
+# OpenBLAS, whose idle threads then spin against NumPy's for the same cores.
 
 
 def conv2d_forward(x, weight, bias, stride, padding):
@@ -367,17 +394,20 @@ def conv2d_forward(x, weight, bias, stride, padding):
     rows = channels * kernel_h * kernel_w
     w2 = np.ascontiguousarray(weight).reshape(filters, rows)
     b = np.zeros(filters, dtype=x.dtype) if bias is None else bias
-    xp = np.zeros((channels, height + 2 * padding[0], width + 2 * padding[1]), dtype=x.dtype)
     y = np.empty((n_batch, filters, plane), dtype=x.dtype)
-    group = _group_size(n_batch, max(rows, filters), plane, x.itemsize)
 
-    for n0 in range(0, n_batch, group):
-        n1 = min(n_batch, n0 + group)
-        cols = _im2col_group(x, n0, n1, kernel_size, stride, padding, out_h, out_w, xp)
+    def share(n0: int, n1: int) -> None:
+        xp = np.zeros((channels, height + 2 * padding[0], width + 2 * padding[1]), dtype=x.dtype)
+        group = _group_size(n1 - n0, max(rows, filters), plane, x.itemsize)
+        for g0 in range(n0, n1, group):
+            g1 = min(n1, g0 + group)
+            cols = _im2col_group(x, g0, g1, kernel_size, stride, padding, out_h, out_w, xp)
 
-        y2 = w2 @ cols
+            y2 = w2 @ cols
 
-        _store_group(y2, b, n0, n1, y)
+            _store_group(y2, b, g0, g1, y)
+
+    run_shares(share, n_batch)
     return y.reshape((n_batch, filters, out_h, out_w))
 
 
@@ -385,64 +415,66 @@ def conv2d_backward_input(grad_output, weight, input_shape, stride, padding):
     """Compute dx = col2im(w2.T @ dy2), group by group; same signature as the reference."""
     n_batch, channels, height, width = input_shape
     filters, _, kernel_h, kernel_w = weight.shape
+    kernel_size = (kernel_h, kernel_w)
     _, _, out_h, out_w = grad_output.shape
-    ph, pw = padding
     plane = out_h * out_w
     rows = channels * kernel_h * kernel_w
     w2 = np.ascontiguousarray(weight).reshape(filters, rows)
-    dxp = np.empty((channels, height + 2 * ph, width + 2 * pw), dtype=grad_output.dtype)
     dx = np.empty(tuple(input_shape), dtype=grad_output.dtype)
-    group = _group_size(n_batch, max(rows, filters), plane, grad_output.itemsize)
 
-    for n0 in range(0, n_batch, group):
-        n1 = min(n_batch, n0 + group)
-        dy2 = _dy_group(grad_output, n0, n1)
+    def share(n0: int, n1: int) -> None:
+        dxp = np.empty((channels, height + 2 * padding[0], width + 2 * padding[1]), dtype=grad_output.dtype)
+        group = _group_size(n1 - n0, max(rows, filters), plane, grad_output.itemsize)
+        for g0 in range(n0, n1, group):
+            g1 = min(n1, g0 + group)
+            dy2 = _dy_group(grad_output, g0, g1)
 
-        dcols = w2.T @ dy2
+            dcols = w2.T @ dy2
 
-        _col2im_group(dcols, n0, n1, (kernel_h, kernel_w), stride, padding, out_h, out_w, dxp, dx)
+            _col2im_group(dcols, g0, g1, kernel_size, stride, padding, out_h, out_w, dxp, dx)
+
+    run_shares(share, n_batch)
     return dx
 
 
 def conv2d_backward_weight(grad_output, x, weight_shape, stride, padding):
     """Compute dw2 = Σ over groups of dy2 @ cols.T; same signature as the reference.
 
-    The groups depend only on the shapes and are added in order, so repeated
-    calls on the same arrays give bit-identical results.
+    Each share adds its groups in order and the shares' sums are added in
+    order, so repeated calls on the same arrays with the same number of
+    threads give bit-identical results.
     """
     n_batch, channels, height, width = x.shape
     filters, _, kernel_h, kernel_w = weight_shape
+    kernel_size = (kernel_h, kernel_w)
     _, _, out_h, out_w = grad_output.shape
     plane = out_h * out_w
     rows = channels * kernel_h * kernel_w
-    xp = np.zeros((channels, height + 2 * padding[0], width + 2 * padding[1]), dtype=x.dtype)
-    dw2 = np.zeros((filters, rows), dtype=grad_output.dtype)
-    group = _group_size(n_batch, max(rows, filters), plane, x.itemsize)
 
-    for n0 in range(0, n_batch, group):
-        n1 = min(n_batch, n0 + group)
-        cols = _im2col_group(x, n0, n1, (kernel_h, kernel_w), stride, padding, out_h, out_w, xp)
-        dy2 = _dy_group(grad_output, n0, n1)
+    def share(n0: int, n1: int) -> np.ndarray:
+        xp = np.zeros((channels, height + 2 * padding[0], width + 2 * padding[1]), dtype=x.dtype)
+        dw2 = np.zeros((filters, rows), dtype=grad_output.dtype)
+        group = _group_size(n1 - n0, max(rows, filters), plane, x.itemsize)
+        for g0 in range(n0, n1, group):
+            g1 = min(n1, g0 + group)
+            cols = _im2col_group(x, g0, g1, kernel_size, stride, padding, out_h, out_w, xp)
+            dy2 = _dy_group(grad_output, g0, g1)
 
-        dw2 += dy2 @ cols.T
+            dw2 += dy2 @ cols.T
+        return dw2
+
+    dw2 = functools.reduce(operator.add, run_shares(share, n_batch))
     return dw2.reshape((filters, channels, kernel_h, kernel_w))
 
 
-@njit(cache=True)
 def conv2d_backward_bias(grad_output):
     """Compute db[f] = Σ_n Σ_oh Σ_ow dy[n, f, oh, ow]; same signature as the reference.
 
-    The sums run in float64 and in a fixed order, then round to the dtype of dy.
+    Each share sums in float64 and in a fixed order, the shares' sums are
+    added in order, and the total rounds to the dtype of dy.
     """
-    n_batch, filters, out_h, out_w = grad_output.shape
-    total = np.zeros(filters, dtype=np.float64)
-
-    for n in range(n_batch):
-        for f in range(filters):
-            for oh in range(out_h):
-                for ow in range(out_w):
-                    total[f] += grad_output[n, f, oh, ow]
-    return total.astype(grad_output.dtype)
+    partial_sums = run_shares(lambda n0, n1: _bias_share(grad_output, n0, n1), grad_output.shape[0])
+    return functools.reduce(operator.add, partial_sums).astype(grad_output.dtype)
 
 
 # ------------------------------------------------------------ backend choice
