@@ -120,8 +120,8 @@ def test_kernel_output_size_formula():
 
 def test_kernels_split_batch_into_groups(rng):
     # One float64 sample of 9 × 150·150 im2col values takes 1.6 MB, more than
-    # a group may hold, so every product covers one sample and the shares add
-    # several. The loop reference would take minutes here, so NumPy's sliding
+    # a group may take, so every product covers one sample and dw adds up
+    # several products. The loop reference would take minutes here, so NumPy's sliding
     # windows give the expected values.
     x, weight, bias = random_problem(rng, 5, 1, 2, (150, 150), (3, 3), np.float64)
     dy = rng.standard_normal((5, 2, 150, 150))
@@ -143,7 +143,7 @@ def test_kernels_split_batch_into_groups(rng):
 def test_group_size_balanced():
     cases = [
         # (batch, rows, plane, itemsize, expected samples per group)
-        # 1 MB holds 2 samples of conv2's 576 × 196 float32 columns.
+        # 2 samples of conv2's 576 × 196 float32 columns fit in 1 MB.
         (64, 576, 196, 4, 2),
         (3, 576, 196, 4, 2),
         # 5 samples of 64 × 784 fit: 13 groups, spread as evenly as 5 per group allows.

@@ -32,7 +32,7 @@ def assert_blas_restored(before):
 
 @pytest.fixture
 def two_shares(monkeypatch):
-    """Split every batch of two or more samples into two shares, whatever BLAS and Numba say."""
+    """Split every batch of two or more samples into two shares, regardless of the BLAS settings and Numba's thread count."""
     monkeypatch.setattr(shares, "share_count", lambda n_batch: max(1, min(2, n_batch)))
 
 

@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # OpenBLAS's worker threads likewise spin for 2^28 CPU cycles (about a tenth of
 # a second) after each product and slow down the parallel kernels that run
-# next; 2^4 cycles makes them sleep at once. OpenBLAS reads the setting when
+# next. With 2^4 cycles they sleep at once. OpenBLAS reads the setting when
 # NumPy loads it, so it is set only if NumPy is not loaded yet, and the
 # convolution checks it before it splits the batch over threads
 # (tinymbm/kernels/shares.py).

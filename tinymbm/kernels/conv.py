@@ -213,9 +213,9 @@ def reference_conv2d_backward_bias(grad_output: np.ndarray) -> np.ndarray:
 # -------------------------------------------------------------------- numba
 #
 # The Numba versions split the batch into shares, one per thread, and run the
-# shares at the same time with BLAS held to one thread, so that every core
-# multiplies the matrices it gathered itself (tinymbm.kernels.shares explains
-# why, and when a kernel runs in one share instead). Each thread works through
+# shares at the same time with BLAS held to one thread. So every core
+# multiplies the matrices it gathered itself. tinymbm.kernels.shares explains
+# why, and when a kernel runs in one share instead. Each thread works through
 # its share in groups of samples: it copies every sample into a zero-bordered
 # buffer xp of shape (C, H + 2·ph, W + 2·pw), gathers its receptive fields into
 # cols (im2col), and hands the group's matrices to one BLAS product. Padding

@@ -1,7 +1,7 @@
 """Run a kernel on several threads, each with its own share of the batch.
 
 A kernel that alternates compiled gathers with BLAS products (the convolution)
-runs fastest when each core gathers and multiplies its own samples: BLAS is
+runs fastest when each core gathers and multiplies its own samples. So BLAS is
 held to one thread, and one Python thread per core takes a contiguous share of
 the batch. Spreading every product over all cores instead moves each matrix
 from one core's cache to the other's between the gather and the product, and
@@ -32,8 +32,9 @@ from threadpoolctl import ThreadpoolController
 
 T = TypeVar("T")
 
-# The largest OPENBLAS_THREAD_TIMEOUT (a power of two of CPU cycles) with which
-# BLAS threads stop spinning soon enough for shares: 2^16 cycles, tens of µs.
+# The largest OPENBLAS_THREAD_TIMEOUT (the exponent of a power of two of CPU
+# cycles) with which BLAS threads stop spinning soon enough for shares. 2^16
+# cycles take about 25 µs at 2.5 GHz.
 MAX_THREAD_TIMEOUT = 16
 
 _lock = threading.Lock()
@@ -106,8 +107,8 @@ def run_shares(work: Callable[[int, int], T], n_batch: int) -> list[T]:
     if len(shares) == 1:
         return [work(*shares[0])]
 
-    # One caller at a time: the BLAS limit is process-wide, and a second caller
-    # that entered while it was set would restore it to one thread.
+    # One caller at a time, because the BLAS limit is process-wide. A second
+    # caller that entered while it was set would later restore the limited count.
     with _lock:
         if _pool is None or _pool_workers < len(shares):
             _pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(shares), thread_name_prefix="tinymbm-share")
