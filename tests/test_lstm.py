@@ -313,6 +313,48 @@ def test_lstm_gradcheck_no_bias(rng):
     assert gradcheck(run, (x, *params))
 
 
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time_first", "batch_first"])
+def test_lstm_unbatched_matches_batch_of_one(rng, batch_first):
+    lstm = nn.LSTM(3, 4, num_layers=2, batch_first=batch_first).double()
+    x = rng.standard_normal((5, 3))
+    h0, c0 = rng.standard_normal((2, 4)), rng.standard_normal((2, 4))
+
+    output, (h_n, c_n) = lstm(tm.tensor(x), (tm.tensor(h0), tm.tensor(c0)))
+    batched_x = x[None] if batch_first else x[:, None]
+    batched, (batched_h, batched_c) = lstm(tm.tensor(batched_x), (tm.tensor(h0[:, None]), tm.tensor(c0[:, None])))
+
+    assert output.shape == (5, 4)
+    assert h_n.shape == (2, 4)
+    assert c_n.shape == (2, 4)
+    expected_output = batched.numpy()[0] if batch_first else batched.numpy()[:, 0]
+    np.testing.assert_array_equal(output.numpy(), expected_output)
+    np.testing.assert_array_equal(h_n.numpy(), batched_h.numpy()[:, 0])
+    np.testing.assert_array_equal(c_n.numpy(), batched_c.numpy()[:, 0])
+
+
+def test_lstm_unbatched_missing_state_is_zeros(rng):
+    lstm = nn.LSTM(3, 4).double()
+    x = tm.tensor(rng.standard_normal((2, 3)))
+    output, (h_n, _) = lstm(x)
+    zero_output, (zero_h, _) = lstm(x, (tm.zeros(1, 4).double(), tm.zeros(1, 4).double()))
+    np.testing.assert_array_equal(output.numpy(), zero_output.numpy())
+    np.testing.assert_array_equal(h_n.numpy(), zero_h.numpy())
+
+
+def test_lstm_unbatched_gradcheck(rng):
+    lstm = nn.LSTM(2, 3, num_layers=2)
+    names = [name for name, _ in lstm.named_parameters()]
+    params = [float64_leaf(rng, *p.shape) for p in lstm.parameters()]
+    x, h0, c0 = float64_leaf(rng, 4, 2), float64_leaf(rng, 2, 3), float64_leaf(rng, 2, 3)
+
+    def run(x, h0, c0, *tensors):
+        lstm_with(lstm, names, tensors)
+        output, (h_n, c_n) = lstm(x, (h0, c0))
+        return tm.cat([output.flatten(), h_n.flatten(), c_n.flatten()])
+
+    assert gradcheck(run, (x, h0, c0, *params))
+
+
 def test_lstm_length_one_matches_cell(rng):
     lstm = nn.LSTM(3, 4).double()
     cell = nn.LSTMCell(3, 4).double()
@@ -539,14 +581,28 @@ def int_zeros(*shape):
 
 # (case, call, exception, message pattern)
 BAD_INPUTS = [
-    ("lstm 2-D input",
-     lambda: nn.LSTM(3, 4)(zeros(5, 3)),
+    ("lstm 4-D input",
+     lambda: nn.LSTM(3, 4)(zeros(5, 2, 1, 3)),
      ShapeError,
-     r"LSTM: expected a 3-D input \(seq_len, batch, input_size\), got a 2-D input of shape \(5, 3\)"),
-    ("lstm 2-D input batch_first",
-     lambda: nn.LSTM(3, 4, batch_first=True)(zeros(5, 3)),
+     (r"LSTM: expected a 3-D input \(seq_len, batch, input_size\) or a 2-D input \(seq_len, input_size\) "
+     r"for a single sequence, got a 4-D input of shape \(5, 2, 1, 3\)")),
+    ("lstm 1-D input batch_first",
+     lambda: nn.LSTM(3, 4, batch_first=True)(zeros(3)),
      ShapeError,
-     r"LSTM: expected a 3-D input \(batch, seq_len, input_size\)"),
+     r"LSTM: expected a 3-D input \(batch, seq_len, input_size\) or a 2-D input"),
+    ("lstm 2-D input size",
+     lambda: nn.LSTM(3, 4)(zeros(5, 2)),
+     ShapeError,
+     r"LSTM: input has 2 features in its last dimension \(input shape \(5, 2\)\) but input_size is 3"),
+    ("lstm 2-D input with 3-D states",
+     lambda: nn.LSTM(3, 4, num_layers=2)(zeros(5, 3), (zeros(2, 1, 4), zeros(2, 1, 4))),
+     ShapeError,
+     (r"LSTM: for a 2-D input \(seq_len, input_size\) of shape \(5, 3\), h0 must be 2-D with shape "
+     r"\(2, 4\) = \(num_layers, hidden_size\), got \(2, 1, 4\)")),
+    ("lstm 2-D input hx not a pair",
+     lambda: nn.LSTM(3, 4)(zeros(5, 3), zeros(1, 4)),
+     TypeError,
+     r"LSTM: hx must be a pair \(h0, c0\) of tensors or None, got Tensor"),
     ("lstm input size",
      lambda: nn.LSTM(3, 4)(zeros(5, 2, 6)),
      ShapeError,

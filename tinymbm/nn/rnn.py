@@ -109,6 +109,10 @@ class LSTM(Module):
     ``output, (h_n, c_n)``: output (T, N, H), or (N, T, H) with batch_first,
     contains the last layer's hidden state at every step, and h_n and c_n
     (L, N, H) contain every layer's state after the last step.
+
+    As in PyTorch, a single sequence may also come without a batch dimension:
+    x (T, I), whatever batch_first says, with h0 and c0 (L, H), gives output
+    (T, H) and h_n, c_n (L, H).
     """
 
     def __init__(
@@ -158,14 +162,14 @@ class LSTM(Module):
                 f"LSTM: input must be a floating tensor (float32 or float64), got dtype "
                 f"{x.dtype}. Convert it first, e.g. with .float()"
             )
-        if x.ndim != 3:
+        if x.ndim not in (2, 3):
             raise ShapeError(
-                f"LSTM: expected a 3-D input {layout}, got a {x.ndim}-D input of shape "
-                f"{x.shape}. A single sequence needs a batch dimension of size 1"
+                f"LSTM: expected a 3-D input {layout} or a 2-D input (seq_len, input_size) "
+                f"for a single sequence, got a {x.ndim}-D input of shape {x.shape}"
             )
-        if x.shape[2] != self.input_size:
+        if x.shape[-1] != self.input_size:
             raise ShapeError(
-                f"LSTM: input has {x.shape[2]} features in its last dimension "
+                f"LSTM: input has {x.shape[-1]} features in its last dimension "
                 f"(input shape {x.shape}) but input_size is {self.input_size}"
             )
 
@@ -195,6 +199,9 @@ class LSTM(Module):
     def forward(self, x: Any, hx: Any = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         x = x if isinstance(x, Tensor) else Tensor(x)
         self._check_input(x)
+        if x.ndim == 2:
+            return self._forward_unbatched(x, hx)
+
         if self.batch_first:
             x = x.transpose(0, 1)
         h0, c0 = self._initial_state(hx, x.shape[1], x.dtype)
@@ -210,6 +217,35 @@ class LSTM(Module):
         if self.batch_first:
             layer_output = layer_output.transpose(0, 1)
         return layer_output, (F.stack(h_n), F.stack(c_n))
+
+    def _forward_unbatched(self, x: Tensor, hx: Any) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Run one sequence x (T, I) as a batch of one; states are (L, H) in and out."""
+        steps = x.shape[0]
+        states = None
+        if hx is not None:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(
+                    f"LSTM: hx must be a pair (h0, c0) of tensors or None, got {type(hx).__name__}"
+                )
+            h0, c0 = (value if isinstance(value, Tensor) else Tensor(value) for value in hx)
+            expected = (self.num_layers, self.hidden_size)
+            for label, state in (("h0", h0), ("c0", c0)):
+                if state.shape != expected:
+                    raise ShapeError(
+                        f"LSTM: for a 2-D input (seq_len, input_size) of shape {x.shape}, {label} must "
+                        f"be 2-D with shape {expected} = (num_layers, hidden_size), got {state.shape}"
+                    )
+            states = (h0.reshape(self.num_layers, 1, self.hidden_size), c0.reshape(self.num_layers, 1, self.hidden_size))
+
+        # The batched path reads (T, N, I) unless batch_first is set, so the batch of
+        # one goes in the position that batch_first expects.
+        batched = x.reshape(1, steps, self.input_size) if self.batch_first else x.reshape(steps, 1, self.input_size)
+        output, (h_n, c_n) = self.forward(batched, states)
+
+        return (
+            output.reshape(steps, self.hidden_size),
+            (h_n.reshape(self.num_layers, self.hidden_size), c_n.reshape(self.num_layers, self.hidden_size)),
+        )
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"
