@@ -2,7 +2,9 @@
 
 import concurrent.futures
 import itertools
+import multiprocessing
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -170,6 +172,32 @@ def test_concurrent_callers_get_own_results(rng, two_shares):
         for y in runs:
             np.testing.assert_allclose(y, expected[index], rtol=1e-12, atol=1e-12, err_msg=f"caller {index}")
     assert_blas_restored(before)
+
+
+def conv_in_child(queue):
+    x = np.arange(4 * 2 * 5 * 5, dtype=np.float64).reshape(4, 2, 5, 5) / 50
+    weight = np.ones((3, 2, 3, 3))
+    y = K.conv2d_forward(x, weight, None, (1, 1), (1, 1))
+    queue.put(float(y.sum()))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork is POSIX only")
+def test_forked_child_runs_shares(two_shares):
+    # The parent's pool threads exist when it forks; the child must start its own.
+    here = queue.Queue()
+    conv_in_child(here)
+    expected = here.get()
+
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=conv_in_child, args=(results,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung in the convolution")
+    assert child.exitcode == 0
+    assert results.get(timeout=5) == expected
 
 
 def run_python(code, env):

@@ -44,6 +44,18 @@ _blas: ThreadpoolController | None = None
 _blas_allows_shares: bool | None = None
 
 
+def _forget_threads_after_fork() -> None:
+    """Drop the parent's thread pool and lock in a forked child, where its threads do not exist."""
+    global _lock, _pool, _pool_workers
+    _lock = threading.Lock()
+    _pool = None
+    _pool_workers = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads_after_fork)
+
+
 def _controller() -> ThreadpoolController:
     global _blas
     if _blas is None:
