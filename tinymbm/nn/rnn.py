@@ -219,7 +219,7 @@ class LSTM(Module):
         return layer_output, (F.stack(h_n), F.stack(c_n))
 
     def _forward_unbatched(self, x: Tensor, hx: Any) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Run one sequence x (T, I) as a batch of one; states are (L, H) in and out."""
+        """Run one sequence x (T, I) as a batch of one. Its states are (L, H) on the way in and out."""
         steps = x.shape[0]
         states = None
         if hx is not None:
