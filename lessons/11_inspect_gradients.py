@@ -26,15 +26,19 @@ import sys
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
-
+# tinymbm comes before NumPy: it sets OpenBLAS's thread timeout, which NumPy's
+# BLAS reads only when it loads, and the convolution runs on every core only then.
 try:
     import tinymbm as tm
 except ModuleNotFoundError:
     # A checkout without `pip install -e .`: the package sits one folder above lessons/.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd().parent))
     import tinymbm as tm
+
+# isort: split
+import numpy as np
+from tqdm import tqdm
+
 import tinymbm.functional as F
 from tinymbm import lesson, nn, optim, viz
 from tinymbm.data import DataLoader, TensorDataset, load_mnist

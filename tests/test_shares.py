@@ -2,12 +2,15 @@
 
 import concurrent.futures
 import itertools
+import json
 import multiprocessing
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -60,13 +63,9 @@ def test_split_batch_one_share_when_blas_spins(monkeypatch):
 
 def fake_blas(monkeypatch, timeout, *libraries):
     """Make blas_allows_shares see ``libraries`` and OPENBLAS_THREAD_TIMEOUT=timeout (None: unset)."""
-    controller = SimpleNamespace(select=lambda user_api: SimpleNamespace(lib_controllers=list(libraries)))
-    monkeypatch.setattr(shares, "_controller", lambda: controller)
-    monkeypatch.setattr(shares, "_blas_allows_shares", None)
-    if timeout is None:
-        monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
-    else:
-        monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", timeout)
+    monkeypatch.setattr(shares, "_blas_libraries", lambda: list(libraries))
+    monkeypatch.setattr(shares, "_timeout_is_short", None)
+    monkeypatch.setattr(shares._environment, "OPENBLAS_THREAD_TIMEOUT", timeout)
 
 
 def library(internal_api="openblas", threading_layer="pthreads", num_threads=2):
@@ -74,21 +73,54 @@ def library(internal_api="openblas", threading_layer="pthreads", num_threads=2):
 
 
 @pytest.mark.parametrize(
+    "text, exponent",
+    [
+        ("4", 4),
+        ("16", 16),
+        (" 8", 8),
+        ("+10", 10),
+        # C's atoi reads the leading digits and ignores the rest.
+        ("4abc", 4),
+        # Values from 1 to 3 are raised to 4, and large ones lowered to 30.
+        ("1", 4),
+        ("99", 30),
+        # Nothing, 0, negative values and text without leading digits keep the default.
+        (None, 28),
+        ("", 28),
+        ("0", 28),
+        ("-3", 28),
+        ("four", 28),
+        # Only ASCII digits count, as for atoi.
+        ("\u00b2", 28),
+        ("\u0664", 28),
+    ],
+)
+def test_openblas_timeout_exponent_like_atoi(text, exponent):
+    assert shares.openblas_timeout_exponent(text) == exponent
+
+
+@pytest.mark.parametrize(
     "timeout, libraries, expected",
     [
         ("4", [library()], True),
         ("16", [library()], True),
-        # OpenBLAS's default timeout (unset) and long ones keep threads spinning.
+        ("2", [library()], True),
+        # OpenBLAS's default timeout (unset, 0 or junk) and long ones keep threads spinning.
         (None, [library()], False),
+        ("0", [library()], False),
+        ("17", [library()], False),
         ("28", [library()], False),
-        ("", [library()], False),
         ("four", [library()], False),
         # One BLAS thread never spins, whatever the timeout.
         (None, [library(num_threads=1)], True),
+        (None, [library(num_threads=1), library(num_threads=1)], True),
+        (None, [library(num_threads=1), library()], False),
         # Other BLAS libraries, or OpenBLAS on OpenMP threads, follow other settings.
         ("4", [library(internal_api="mkl", threading_layer="intel")], False),
         ("4", [library(threading_layer="openmp")], False),
         ("4", [library(), library(internal_api="mkl", threading_layer="intel")], False),
+        # Without a BLAS library that threadpoolctl finds, BLAS cannot be held to one thread.
+        ("4", [], False),
     ],
 )
 def test_blas_allows_shares_cases(monkeypatch, timeout, libraries, expected):
@@ -96,15 +128,56 @@ def test_blas_allows_shares_cases(monkeypatch, timeout, libraries, expected):
     assert shares.blas_allows_shares() is expected
 
 
+def test_blas_allows_shares_follows_thread_count(monkeypatch):
+    # The thread count is read on every call, the timeout only once.
+    blas = library(num_threads=1)
+    fake_blas(monkeypatch, None, blas)
+    assert shares.blas_allows_shares() is True
+    blas.num_threads = 2
+    assert shares.blas_allows_shares() is False
+
+
+def test_blas_library_found():
+    # Without one, every check in this file would compare empty lists.
+    assert shares._blas_libraries(), "threadpoolctl found no BLAS library; is it older than 3.5?"
+    assert blas_threads()
+
+
 def test_run_shares_results_in_order(two_shares):
-    seen_threads = set()
+    threads = {}
 
     def work(n0, n1):
-        seen_threads.add(threading.get_ident())
+        threads[n0] = threading.get_ident()
         return (n0, n1)
 
     assert shares.run_shares(work, 9) == [(0, 4), (4, 9)]
-    assert threading.get_ident() not in seen_threads
+    # The calling thread runs the first share itself, and a new thread the second.
+    assert threads[0] == threading.get_ident()
+    assert threads[4] != threading.get_ident()
+
+
+def test_group_ranges_cover_range():
+    assert list(shares.group_ranges(3, 12, 4)) == [(3, 7), (7, 11), (11, 12)]
+    assert list(shares.group_ranges(5, 5, 4)) == []
+
+
+def test_interrupt_stops_other_shares(two_shares):
+    before = blas_threads()
+    done = []
+
+    def work(n0, n1):
+        for g0, _ in shares.group_ranges(n0, n1, 1):
+            if n0 == 0 and g0 == 2:
+                # What a Ctrl-C does: KeyboardInterrupt in the calling thread.
+                raise KeyboardInterrupt
+            time.sleep(0.01)
+            done.append(g0)
+
+    with pytest.raises(KeyboardInterrupt):
+        shares.run_shares(work, 400)
+    # The second share, samples 200 .. 399, stopped long before its end.
+    assert len([g0 for g0 in done if g0 >= 200]) < 50
+    assert_blas_restored(before)
 
 
 def test_run_shares_single_share_runs_here(monkeypatch):
@@ -183,7 +256,7 @@ def conv_in_child(queue):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="fork is POSIX only")
 def test_forked_child_runs_shares(two_shares):
-    # The parent's pool threads exist when it forks; the child must start its own.
+    # The parent has run shares before it forks, and the child must still run them.
     here = queue.Queue()
     conv_in_child(here)
     expected = here.get()
@@ -215,3 +288,200 @@ def test_import_order_sets_thread_timeout():
     assert run_python("import numpy; " + check, env) == "None"
     # A value from the environment wins.
     assert run_python(check, dict(env, OPENBLAS_THREAD_TIMEOUT="10")) == "10"
+
+
+def test_shares_never_run_beside_multithreaded_blas(two_shares):
+    # Another thread that holds a threadpoolctl limit of its own may keep
+    # BLAS at two threads (threadpoolctl 3.8 ignores the other threads' limits
+    # then). The work must then run in one share, never in two beside a
+    # multithreaded BLAS.
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_limit():
+        with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+            holding.set()
+            release.wait(timeout=30)
+
+    holder = threading.Thread(target=hold_limit)
+    holder.start()
+    try:
+        assert holding.wait(timeout=30)
+        calls = shares.run_shares(lambda n0, n1: ((n0, n1), max(blas_threads().values())), 8)
+    finally:
+        release.set()
+        holder.join()
+
+    if len(calls) == 1:
+        assert calls[0][0] == (0, 8)
+    else:
+        assert all(threads == 1 for _, threads in calls), calls
+
+
+def test_forked_child_gets_blas_threads_back(two_shares):
+    # A fork while another thread runs shares copies BLAS's limit of one thread.
+    before = blas_threads()
+    inside, release = threading.Event(), threading.Event()
+
+    def work(n0, n1):
+        inside.set()
+        release.wait(timeout=30)
+
+    runner = threading.Thread(target=shares.run_shares, args=(work, 4))
+    runner.start()
+    try:
+        assert inside.wait(timeout=30)
+        context = multiprocessing.get_context("fork")
+        results = context.Queue()
+        child = context.Process(target=lambda: results.put(blas_threads()))
+        child.start()
+        child.join(timeout=60)
+        assert child.exitcode == 0
+        assert results.get(timeout=5) == before
+    finally:
+        release.set()
+        runner.join()
+
+
+INTERRUPTED_CHILD = """
+import json, time
+import numpy as np
+import threadpoolctl
+from tinymbm.kernels import conv, shares
+
+def blas():
+    return {p["filepath"]: p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"}
+
+x = np.random.default_rng(0).standard_normal((64, 32, 64, 64)).astype(np.float32)
+weight = np.random.default_rng(1).standard_normal((32, 32, 5, 5)).astype(np.float32)
+before = blas()
+print("shares", shares.share_count(64), flush=True)
+try:
+    while True:
+        conv.conv2d_forward(x, weight, None, (1, 1), (2, 2))
+except KeyboardInterrupt:
+    interrupted = time.perf_counter()
+after = blas()
+small = conv.conv2d_forward(x[:4, :, :8, :8], weight, None, (1, 1), (2, 2))
+print(json.dumps({"before": before, "after": after, "small_seconds": time.perf_counter() - interrupted}))
+"""
+
+
+def test_ctrl_c_ends_convolution_promptly(tmp_path):
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED_CHILD)
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "shares 2"
+        time.sleep(1.0)
+        child.send_signal(signal.SIGINT)
+        sent = time.perf_counter()
+        stdout, stderr = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    waited = time.perf_counter() - sent
+
+    assert child.returncode == 0, stderr
+    report = json.loads(stdout.strip().splitlines()[-1])
+    assert {path: report["after"][path] for path in report["before"]} == report["before"]
+    # One forward pass takes about 0.2 s on 2 cores, so a few seconds is generous.
+    assert waited < 10, f"the child took {waited:.1f} s to finish after Ctrl-C"
+
+
+SHUTDOWN_CHILD = """
+import atexit, threading, time
+import numpy as np
+from tinymbm.kernels import conv
+
+x = np.random.default_rng(0).standard_normal((8, 3, 12, 12))
+weight = np.random.default_rng(1).standard_normal((4, 3, 3, 3))
+expected = conv.reference_conv2d_forward(x, weight, None, (1, 1), (1, 1))
+
+def check(label):
+    y = conv.conv2d_forward(x, weight, None, (1, 1), (1, 1))
+    assert np.allclose(y, expected), label
+    print(label, "ok", flush=True)
+
+def late_loop():
+    time.sleep(0.5)
+    for _ in range(20):
+        check("thread after main")
+
+atexit.register(check, "atexit")
+threading.Thread(target=late_loop).start()
+"""
+
+
+def test_convolution_during_interpreter_shutdown(tmp_path):
+    script = tmp_path / "shutdown.py"
+    script.write_text(SHUTDOWN_CHILD)
+    completed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.count("thread after main ok") == 20
+    assert "atexit ok" in completed.stdout
+
+
+# Sends SIGINT at random moments, 10 µs to 2 ms apart, for argv[2] seconds
+# while small convolutions run, the way a user hammering Ctrl-C would. Between
+# bursts it checks that every BLAS library has its thread count back.
+SIGINT_STORM_CHILD = """
+import tinymbm  # noqa: F401
+import faulthandler, os, random, signal, sys, threading, time
+import numpy as np
+import threadpoolctl
+from tinymbm.kernels import conv as K
+def blas():
+    return {p["filepath"]: p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"}
+x = np.random.default_rng(0).random((2, 1, 4, 4)); w = np.ones((1, 1, 3, 3))
+xb = np.random.default_rng(0).random((16, 8, 16, 16)); wb = np.ones((8, 8, 3, 3))
+K.conv2d_forward(x, w, None, (1, 1), (0, 0)); K.conv2d_forward(xb, wb, None, (1, 1), (1, 1))
+before = blas()
+rng = random.Random(int(sys.argv[1])); seconds = float(sys.argv[2])
+armed = False
+def sender():
+    while True:
+        time.sleep(rng.uniform(1e-5, 2e-3))
+        if armed:
+            os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=sender, daemon=True).start()
+interrupts = wrong = 0
+deadline = time.monotonic() + seconds
+faulthandler.dump_traceback_later(seconds + 30, exit=True)
+def quiet():
+    global armed
+    armed = False
+    while True:
+        try:
+            time.sleep(0.02)
+            return
+        except KeyboardInterrupt:
+            pass
+while time.monotonic() < deadline:
+    try:
+        armed = True
+        while True:
+            K.conv2d_forward(x, w, None, (1, 1), (0, 0))
+            K.conv2d_backward_weight(np.ones((16, 8, 16, 16)), xb, wb.shape, (1, 1), (1, 1))
+    except KeyboardInterrupt:
+        interrupts += 1
+    quiet()
+    now = blas()
+    if any(now[p] != before[p] for p in before):
+        wrong += 1
+        threadpoolctl.threadpool_limits(2, user_api="blas")
+K.conv2d_forward(xb, wb, None, (1, 1), (1, 1))
+print(f"interrupts={interrupts} wrong_blas={wrong}", flush=True)
+"""
+
+
+def test_ctrl_c_storm_leaves_no_hang(tmp_path):
+    script = tmp_path / "storm.py"
+    script.write_text(SIGINT_STORM_CHILD)
+    completed = subprocess.run(
+        [sys.executable, "-X", "faulthandler", str(script), "1", "3"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = completed.stdout.strip().splitlines()[-1]
+    interrupts, wrong = (int(part.split("=")[1]) for part in summary.split())
+    assert interrupts > 20, summary
+    assert wrong == 0, summary

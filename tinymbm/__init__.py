@@ -9,27 +9,9 @@ and layouts::
     import tinymbm.functional as F
 """
 
-import os
-import sys
-
-# Numba's default OpenMP threads keep spinning after each parallel kernel and
-# compete with OpenBLAS's threads for the cores, which made a training step
-# several times slower on 2 cores. The workqueue layer's threads sleep instead.
-# Both settings must be in place before Numba starts its threads, and an
-# explicit choice by the user in the environment wins.
-os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-# OpenBLAS's worker threads likewise spin for 2^28 CPU cycles (about a tenth of
-# a second) after each product and slow down the parallel kernels that run
-# next. With 2^4 cycles they sleep at once. OpenBLAS reads the setting when
-# NumPy loads it, so it is set only if NumPy is not loaded yet, and the
-# convolution checks it before it splits the batch over threads
-# (tinymbm/kernels/shares.py).
-if "numpy" not in sys.modules:
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-
+# _environment comes first: it sets thread defaults that Numba and NumPy read when they load.
 from tinymbm import (
+    _environment,  # noqa: F401
     autograd,
     functional,
     nn,

@@ -86,6 +86,7 @@ def restart_with_threads(threads: int) -> None:
 def environment(args: argparse.Namespace) -> dict:
     import numba
     import numpy as np
+    import threadpoolctl
 
     from tinymbm.kernels.shares import share_count
 
@@ -102,6 +103,11 @@ def environment(args: argparse.Namespace) -> dict:
         info[variable] = os.environ.get(variable)
     # How many threads share a batch of 64 in the convolution: 1 means BLAS spreads each product instead.
     info["conv_shares_of_64"] = share_count(64)
+    libraries = [pool for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+    info["blas"] = "; ".join(
+        f"{pool['internal_api']} {pool['version']} {pool['threading_layer']} ({pool['num_threads']} threads)"
+        for pool in libraries
+    )
     if importlib.util.find_spec("torch") is not None:
         import torch
 
