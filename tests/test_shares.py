@@ -485,3 +485,56 @@ def test_ctrl_c_storm_leaves_no_hang(tmp_path):
     interrupts, wrong = (int(part.split("=")[1]) for part in summary.split())
     assert interrupts > 20, summary
     assert wrong == 0, summary
+
+
+def interrupted_work(done):
+    """Return a work function whose first share sends SIGINT to this process at its third group."""
+
+    def work(n0, n1):
+        for g0, _ in shares.group_ranges(n0, n1, 1):
+            if g0 == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.002)
+            done.append(g0)
+        return n1 - n0
+
+    return work
+
+
+def test_sigint_default_handler_cancels(two_shares):
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        shares.run_shares(interrupted_work(done), 200)
+    assert len(done) < 150, "the shares ran on after SIGINT"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigint_own_handler_runs_once_after(two_shares):
+    calls = []
+
+    def own_handler(signum, frame):
+        calls.append(signum)
+
+    previous = signal.signal(signal.SIGINT, own_handler)
+    try:
+        done = []
+        results = shares.run_shares(interrupted_work(done), 40)
+        assert signal.getsignal(signal.SIGINT) is own_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    # The program's own handler does not cancel: every group ran, and it was called once.
+    assert results == [20, 20]
+    assert sorted(done) == list(range(40))
+    assert calls == [signal.SIGINT]
+
+
+def test_sigint_ignored_changes_nothing(two_shares):
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        done = []
+        results = shares.run_shares(interrupted_work(done), 40)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert results == [20, 20]
+    assert sorted(done) == list(range(40))

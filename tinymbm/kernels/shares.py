@@ -77,9 +77,10 @@ def _blas_libraries() -> list:
 def blas_allows_shares() -> bool:
     """Return whether the BLAS libraries leave the cores free between products, so that shares pay off.
 
-    True when at least one BLAS library is found and either every one of them
-    runs one thread now, or all of them are OpenBLAS with its own (pthreads)
-    threads and loaded with a thread timeout of at most 2^MAX_TIMEOUT_EXPONENT cycles.
+    That needs at least one BLAS library that threadpoolctl finds. Then either
+    every one of them runs one thread now, or all of them are OpenBLAS with its
+    own (pthreads) threads, loaded with a thread timeout of at most
+    2^MAX_TIMEOUT_EXPONENT cycles.
     """
     global _timeout_is_short
     libraries = _blas_libraries()
@@ -155,29 +156,42 @@ def run_shares(work: Callable[[int, int], T], n_batch: int) -> list[T]:
     if len(ranges) == 1:
         return [work(*ranges[0])]
 
+    # One caller at a time, because the BLAS limit is process-wide. Waiting
+    # for the lock can still be interrupted; the signal is held back only
+    # once this call owns it.
     run = _Run()
-    with _sigint_deferred(run):
-        return _limit_blas_and_run(work, ranges, run)
+    with _lock, _sigint_deferred(run):
+        results = _limit_blas_and_run(work, ranges, run)
+    if run.cancelled:
+        # Only handlers that raise or end the process cancel a run, so this is
+        # not reached. It keeps partial results from ever reaching the caller.
+        raise KeyboardInterrupt
+    return results
 
 
 @contextlib.contextmanager
 def _sigint_deferred(run: _Run) -> Iterator[None]:
-    """Hold back SIGINT while the block runs: mark ``run`` cancelled at once, and pass the signal on at the end.
+    """Hold back SIGINT while the block runs and pass it on, once, at the end.
 
     A KeyboardInterrupt raised in the middle of starting a thread or of
     setting BLAS's thread count can leave a lock taken or BLAS at one thread.
-    Python runs signal handlers in the main thread only, so elsewhere, or when
-    SIGINT's handler was not set from Python, the block runs unchanged.
+    So while the block runs, the signal only marks ``run`` cancelled, and
+    only when its handler is Python's default (which raises KeyboardInterrupt)
+    or the system default (which ends the process). A handler of the
+    program's own runs at the end, with the results complete. Python runs signal handlers in the main
+    thread only, so elsewhere, or when SIGINT is ignored or its handler was
+    not set from Python, the block runs unchanged.
     """
     previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or previous is None:
+    if threading.current_thread() is not threading.main_thread() or previous in (None, signal.SIG_IGN):
         yield
         return
-
+    cancels = previous in (signal.default_int_handler, signal.SIG_DFL)
     frames = []
 
     def hold(signum: int, frame: Any) -> None:
-        run.cancelled = True
+        if cancels:
+            run.cancelled = True
         frames.append(frame)
 
     signal.signal(signal.SIGINT, hold)
@@ -186,31 +200,33 @@ def _sigint_deferred(run: _Run) -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous)
         if frames:
-            if callable(previous):
+            if previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGINT)
+            else:
                 # Python's default handler raises KeyboardInterrupt here.
                 previous(signal.SIGINT, frames[0])
-            elif previous == signal.SIG_DFL:
-                signal.raise_signal(signal.SIGINT)
 
 
 def _limit_blas_and_run(work: Callable[[int, int], T], ranges: list[tuple[int, int]], run: _Run) -> list[T]:
     global _counts_before_limit
     n_batch = ranges[-1][1]
 
-    # One caller at a time, because the BLAS limit is process-wide.
-    with _lock:
-        libraries = _blas_libraries()
-        counts = [library.num_threads for library in libraries]
-        try:
-            with _controller.limit(limits=1, user_api="blas"):
-                # threadpoolctl ignores the limit when another thread controls OpenBLAS.
-                if any(library.num_threads != 1 for library in libraries):
+    libraries = _blas_libraries()
+    counts = [library.num_threads for library in libraries]
+    try:
+        with _controller.limit(limits=1, user_api="blas"):
+            # threadpoolctl ignores the limit when another thread controls OpenBLAS.
+            if any(library.num_threads != 1 for library in libraries):
+                _local.run = run
+                try:
                     return [work(0, n_batch)]
-                _counts_before_limit = counts
-                return _run_in_threads(work, ranges, run)
-        finally:
-            _counts_before_limit = None
-            _restore_counts(libraries, counts)
+                finally:
+                    _local.run = None
+            _counts_before_limit = counts
+            return _run_in_threads(work, ranges, run)
+    finally:
+        _counts_before_limit = None
+        _restore_counts(libraries, counts)
 
 
 def _restore_counts(libraries: list, counts: list[int]) -> None:
