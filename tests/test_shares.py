@@ -538,3 +538,77 @@ def test_sigint_ignored_changes_nothing(two_shares):
         signal.signal(signal.SIGINT, previous)
     assert results == [20, 20]
     assert sorted(done) == list(range(40))
+
+
+def test_nested_run_shares_runs_inline(two_shares, rng):
+    # A convolution called from inside a share must not wait for the lock its caller holds.
+    x = rng.standard_normal((4, 2, 6, 6))
+    weight = rng.standard_normal((3, 2, 3, 3))
+    expected = K.reference_conv2d_forward(x, weight, None, (1, 1), (1, 1))
+
+    def work(n0, n1):
+        return K.conv2d_forward(x, weight, None, (1, 1), (1, 1))
+
+    finished = []
+    runner = threading.Thread(target=lambda: finished.append(shares.run_shares(work, 4)), daemon=True)
+    runner.start()
+    runner.join(timeout=60)
+    assert not runner.is_alive(), "nested run_shares deadlocked"
+    for y in finished[0]:
+        np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_user_limit_left_alone(two_shares):
+    # The main thread limits BLAS, starts a worker's convolution and lifts its
+    # limit while that runs. The worker must not set BLAS back to one thread.
+    before = blas_threads()
+    started, release = threading.Event(), threading.Event()
+
+    def work(n0, n1):
+        started.set()
+        release.wait(timeout=30)
+
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        worker = threading.Thread(target=shares.run_shares, args=(work, 4))
+        worker.start()
+        assert started.wait(timeout=30)
+    release.set()
+    worker.join(timeout=60)
+    assert_blas_restored(before)
+
+
+PARALLEL_KERNELS_CHILD = """
+import threading
+import numpy as np
+from tinymbm.kernels import optim, pool
+
+x = np.random.default_rng(0).standard_normal((8, 16, 28, 28)).astype(np.float32)
+param = np.zeros(100_000, dtype=np.float32)
+errors = []
+
+def loop():
+    try:
+        moments = [np.zeros_like(param), np.zeros_like(param)]
+        for step in range(1, 41):
+            y, indices = pool.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+            pool.max_pool2d_backward(y, indices, x.shape)
+            optim.adam_update(param.copy(), np.ones_like(param), *moments, step, 1e-3, 0.9, 0.999, 1e-8, 0.0)
+    except BaseException as error:
+        errors.append(error)
+
+threads = [threading.Thread(target=loop) for _ in range(4)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print("errors", len(errors))
+"""
+
+
+def test_parallel_kernels_from_several_threads(tmp_path):
+    # Without the lock, Numba's workqueue layer aborted the process (SIGABRT) here.
+    script = tmp_path / "parallel_kernels.py"
+    script.write_text(PARALLEL_KERNELS_CHILD)
+    completed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip().endswith("errors 0")

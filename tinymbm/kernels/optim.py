@@ -32,6 +32,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from tinymbm.kernels.shares import one_parallel_kernel_at_a_time
+
 
 def adam_update_reference(
     param: np.ndarray,
@@ -66,6 +68,7 @@ def adam_update_reference(
     # END EXERCISE adam_step
 
 
+@one_parallel_kernel_at_a_time
 @njit(cache=True, parallel=True)
 def adam_update(
     param: np.ndarray,

@@ -43,6 +43,7 @@ import numpy as np
 from numba import njit, prange
 
 from tinymbm.kernels.conv import conv_output_size
+from tinymbm.kernels.shares import one_parallel_kernel_at_a_time
 
 # ---------------------------------------------------------------- reference
 
@@ -136,6 +137,7 @@ def reference_max_pool2d_backward(
 # -------------------------------------------------------------------- numba
 
 
+@one_parallel_kernel_at_a_time
 @njit(cache=True, parallel=True)
 def max_pool2d_forward(x, kernel_size, stride, padding):
     """Compute the maximum of every window and its flat position; same signature as the reference."""
@@ -177,6 +179,7 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
     return y, indices
 
 
+@one_parallel_kernel_at_a_time
 @njit(cache=True, parallel=True)
 def max_pool2d_backward(grad_output, indices, input_shape):
     """Send each output's gradient to the position that won its window; same signature as the reference."""

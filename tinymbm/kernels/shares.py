@@ -25,6 +25,7 @@ numba.set_num_threads in the calling thread), as the parallel Numba kernels do.
 """
 
 import contextlib
+import functools
 import itertools
 import os
 import re
@@ -50,6 +51,23 @@ _controller: ThreadpoolController | None = None
 _timeout_is_short: bool | None = None
 # The BLAS thread counts to restore while a limit is in force, else None.
 _counts_before_limit: list[int] | None = None
+
+
+# Numba's workqueue threading layer, the default that tinymbm._environment
+# picks, aborts the whole process when two threads launch parallel kernels at
+# the same time. Every parallel=True kernel runs under this lock.
+_parallel_kernel_lock = threading.Lock()
+
+
+def one_parallel_kernel_at_a_time(kernel: Callable[..., T]) -> Callable[..., T]:
+    """Wrap a ``parallel=True`` Numba kernel so that only one thread at a time runs such kernels."""
+
+    @functools.wraps(kernel)
+    def locked(*args: Any) -> T:
+        with _parallel_kernel_lock:
+            return kernel(*args)
+
+    return locked
 
 
 def openblas_timeout_exponent(text: str | None) -> int:
@@ -155,6 +173,10 @@ def run_shares(work: Callable[[int, int], T], n_batch: int) -> list[T]:
     ranges = split_batch(n_batch)
     if len(ranges) == 1:
         return [work(*ranges[0])]
+    if getattr(_local, "run", None) is not None:
+        # Called from inside a share: the lock is taken, so run it as one
+        # share in this thread, under the same cancellation.
+        return [work(0, n_batch)]
 
     # One caller at a time, because the BLAS limit is process-wide. Waiting
     # for the lock can still be interrupted; the signal is held back only
@@ -213,31 +235,29 @@ def _limit_blas_and_run(work: Callable[[int, int], T], ranges: list[tuple[int, i
 
     libraries = _blas_libraries()
     counts = [library.num_threads for library in libraries]
-    try:
-        with _controller.limit(limits=1, user_api="blas"):
-            # threadpoolctl ignores the limit when another thread controls OpenBLAS.
-            if any(library.num_threads != 1 for library in libraries):
-                _local.run = run
-                try:
-                    return [work(0, n_batch)]
-                finally:
-                    _local.run = None
-            _counts_before_limit = counts
+    if all(count == 1 for count in counts):
+        # BLAS runs one thread already, perhaps under a limit that another
+        # thread set and will lift. Setting and restoring a limit here would
+        # put back that thread's count after it has restored its own.
+        return _run_in_threads(work, ranges, run)
+
+    # SIGINT is held back here in the main thread, and other threads get no
+    # signals, so nothing can cut threadpoolctl's restore short.
+    with _controller.limit(limits=1, user_api="blas"):
+        # threadpoolctl ignores the limit when another thread controls
+        # OpenBLAS. If that thread holds BLAS at one thread too, shares are
+        # fine, though it may lift its limit while they run.
+        if any(library.num_threads != 1 for library in libraries):
+            _local.run = run
+            try:
+                return [work(0, n_batch)]
+            finally:
+                _local.run = None
+        _counts_before_limit = counts
+        try:
             return _run_in_threads(work, ranges, run)
-    finally:
-        _counts_before_limit = None
-        _restore_counts(libraries, counts)
-
-
-def _restore_counts(libraries: list, counts: list[int]) -> None:
-    """Set each library back to its count where threadpoolctl's restore did not, as when an exception cut it short."""
-    missed = [(library, count) for library, count in zip(libraries, counts, strict=True) if library.num_threads != count]
-    for library, count in missed:
-        library.set_num_threads(count)
-    if missed and hasattr(OpenBLASController, "clear_controlling_thread"):
-        # Setting a count made this thread the one that controls OpenBLAS in
-        # threadpoolctl 3.8 and later; let other threads set limits again.
-        OpenBLASController.clear_controlling_thread()
+        finally:
+            _counts_before_limit = None
 
 
 def _run_in_threads(work: Callable[[int, int], T], ranges: list[tuple[int, int]], run: _Run) -> list[T]:
@@ -289,13 +309,18 @@ def _run_in_threads(work: Callable[[int, int], T], ranges: list[tuple[int, int]]
 
 
 def _restore_after_fork() -> None:
-    """Reset the lock in a forked child, and give BLAS back its threads if the parent was running shares."""
-    global _lock, _counts_before_limit
+    """Reset the locks in a forked child, and give BLAS back its threads if the parent was running shares."""
+    global _lock, _parallel_kernel_lock, _counts_before_limit
     _lock = threading.Lock()
+    _parallel_kernel_lock = threading.Lock()
     if _counts_before_limit is not None:
         for library, count in zip(_blas_libraries(), _counts_before_limit, strict=True):
             library.set_num_threads(count)
         _counts_before_limit = None
+        if hasattr(OpenBLASController, "clear_controlling_thread"):
+            # Setting a count made this thread the one that controls OpenBLAS
+            # in threadpoolctl 3.8 and later; let other threads set limits again.
+            OpenBLASController.clear_controlling_thread()
 
 
 if hasattr(os, "register_at_fork"):
