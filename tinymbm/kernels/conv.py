@@ -441,8 +441,10 @@ def conv2d_backward_weight(grad_output, x, weight_shape, stride, padding):
     """Compute dw2 = Σ over groups of dy2 @ cols.T; same signature as the reference.
 
     Each share adds its groups in order and the shares' sums are added in
-    order, so repeated calls on the same arrays with the same share count
-    (tinymbm.kernels.shares.share_count) give bit-identical results.
+    order, so repeated calls on the same arrays that split the batch the same
+    way give bit-identical results. The split follows
+    tinymbm.kernels.shares.share_count, except that a call runs in one share
+    while another thread controls BLAS's thread count.
     """
     n_batch, channels, height, width = x.shape
     filters, _, kernel_h, kernel_w = weight_shape

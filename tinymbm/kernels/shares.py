@@ -245,8 +245,7 @@ def _limit_blas_and_run(work: Callable[[int, int], T], ranges: list[tuple[int, i
     # signals, so nothing can cut threadpoolctl's restore short.
     with _controller.limit(limits=1, user_api="blas"):
         # threadpoolctl ignores the limit when another thread controls
-        # OpenBLAS. If that thread holds BLAS at one thread too, shares are
-        # fine, though it may lift its limit while they run.
+        # OpenBLAS, so then the work runs in this thread alone.
         if any(library.num_threads != 1 for library in libraries):
             _local.run = run
             try:
