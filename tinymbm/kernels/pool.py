@@ -30,7 +30,9 @@ and then it receives the sum::
 
 Each kernel comes twice behind one signature: ``reference_*`` written as
 plain loops over the formula, and the Numba version, parallel over the N·C
-image planes. ``kernel_size``, ``stride`` and ``padding`` are pairs of ints.
+image planes. Calls of the Numba versions from several Python threads run one
+at a time (``tinymbm.kernels.shares.one_parallel_kernel_at_a_time``).
+``kernel_size``, ``stride`` and ``padding`` are pairs of ints.
 Callers check the arguments first (``tinymbm.functional.max_pool2d`` does);
 in particular a padding of at most half the window keeps every window at
 least partly inside the input.
