@@ -257,9 +257,9 @@ def conv_in_child(queue):
 @pytest.mark.skipif(sys.platform == "win32", reason="fork is POSIX only")
 def test_forked_child_runs_shares(two_shares):
     # The parent has run shares before it forks, and the child must still run them.
-    here = queue.Queue()
-    conv_in_child(here)
-    expected = here.get()
+    in_parent = queue.Queue()
+    conv_in_child(in_parent)
+    expected = in_parent.get()
 
     context = multiprocessing.get_context("fork")
     results = context.Queue()
@@ -291,7 +291,7 @@ def test_import_order_sets_thread_timeout():
 
 
 def test_shares_never_run_beside_multithreaded_blas(two_shares):
-    # Another thread that holds a threadpoolctl limit of its own may keep
+    # Another thread inside a threadpoolctl limit of its own may keep
     # BLAS at two threads (threadpoolctl 3.8 ignores the other threads' limits
     # then). The work must then run in one share, never in two beside a
     # multithreaded BLAS.

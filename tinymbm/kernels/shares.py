@@ -12,9 +12,9 @@ The scheme needs the cores to be free. After each product OpenBLAS keeps its
 worker threads spinning, by default for 2^28 CPU cycles (about a tenth of a
 second). A share started soon after a multithreaded product elsewhere (a
 linear layer, say) then shares its core with a spinning thread, and the whole
-op runs at the speed of that share. ``tinymbm._environment`` therefore asks
-OpenBLAS to put its threads to sleep at once (OPENBLAS_THREAD_TIMEOUT=4, that
-is 2^4 cycles). OpenBLAS reads that setting only when NumPy loads it, so it
+op runs at the speed of that share. ``tinymbm._environment`` therefore sets
+OPENBLAS_THREAD_TIMEOUT=4, so that OpenBLAS puts its threads to sleep after
+2^4 cycles. OpenBLAS reads that setting only when NumPy loads it, so it
 takes effect when tinymbm is imported before NumPy, or when the environment
 sets it. :func:`share_count` uses shares only where that holds, or where BLAS
 runs one thread anyway. Elsewhere a kernel runs in the calling thread and
@@ -200,9 +200,9 @@ def _sigint_deferred(run: _Run) -> Iterator[None]:
     So while the block runs, the signal only marks ``run`` cancelled, and
     only when its handler is Python's default (which raises KeyboardInterrupt)
     or the system default (which ends the process). A handler of the
-    program's own runs at the end, with the results complete. Python runs signal handlers in the main
-    thread only, so elsewhere, or when SIGINT is ignored or its handler was
-    not set from Python, the block runs unchanged.
+    program's own runs at the end, with the results complete. Python runs
+    signal handlers in the main thread only, so elsewhere, or when SIGINT is
+    ignored or its handler was not set from Python, the block runs unchanged.
     """
     previous = signal.getsignal(signal.SIGINT)
     if threading.current_thread() is not threading.main_thread() or previous in (None, signal.SIG_IGN):
@@ -247,11 +247,7 @@ def _limit_blas_and_run(work: Callable[[int, int], T], ranges: list[tuple[int, i
         # threadpoolctl ignores the limit when another thread controls
         # OpenBLAS, so then the work runs in this thread alone.
         if any(library.num_threads != 1 for library in libraries):
-            _local.run = run
-            try:
-                return [work(0, n_batch)]
-            finally:
-                _local.run = None
+            return _run_in_threads(work, [(0, n_batch)], run)
         _counts_before_limit = counts
         try:
             return _run_in_threads(work, ranges, run)
